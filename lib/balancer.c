@@ -1,0 +1,2 @@
+/* balancer.c -- placeholder, being written. */
+typedef int shop_placeholder_balancer;

@@ -1,0 +1,2 @@
+/* clock.c -- placeholder, being written. */
+typedef int shop_placeholder_clock;

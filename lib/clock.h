@@ -1,0 +1,13 @@
+/* clock.h -- the few clocks shop reads. */
+#ifndef SHOP_CLOCK_H
+#define SHOP_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int64_t shop_now_unix_ms(void);  /* CLOCK_REALTIME, ms */
+int64_t shop_now_mono_us(void);  /* CLOCK_MONOTONIC, µs */
+/* RFC 3339 UTC with milliseconds: "2026-11-23T10:00:00.123Z". buf ≥ 32. */
+void shop_rfc3339_ms(int64_t unix_ms, char *buf, size_t cap);
+
+#endif

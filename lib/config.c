@@ -1,0 +1,2 @@
+/* config.c -- placeholder, being written. */
+typedef int shop_placeholder_config;

@@ -1,0 +1,2 @@
+/* log.c -- placeholder, being written. */
+typedef int shop_placeholder_log;

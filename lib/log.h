@@ -1,0 +1,30 @@
+/* log.h -- JSON-lines logging: one object per line on stderr.
+ *
+ * {"ts":"2026-11-23T10:00:00.123Z","level":"info","instance":"product-a",
+ *  "msg":"...","trace_id":"..."}
+ * Never log a password, token, secret or a DSN with its password. */
+#ifndef SHOP_LOG_H
+#define SHOP_LOG_H
+
+#include <stdio.h>
+
+typedef enum { SHOP_LOG_DEBUG, SHOP_LOG_INFO, SHOP_LOG_WARN, SHOP_LOG_ERROR } shop_log_level;
+
+/* Sets the instance name (copied) and minimum level; stream NULL = stderr.
+ * Call once from main before any thread starts. */
+void shop_log_init(const char *instance, shop_log_level min, FILE *stream);
+/* "debug", "info", "warn", "error" → level; -1 on anything else. */
+int shop_log_level_parse(const char *s);
+
+/* trace_id may be NULL. Thread-safe; each call writes one whole line. */
+void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define SHOP_LOG(lvl, ...) shop_log_write(SHOP_LOG_##lvl, NULL, __VA_ARGS__)
+#define SHOP_LOG_T(lvl, trace, ...) shop_log_write(SHOP_LOG_##lvl, (trace), __VA_ARGS__)
+
+/* Appends s to buf as a JSON string body (no quotes), escaping as needed.
+ * Returns the number of bytes written (truncates at cap-1, always NUL-ends). */
+size_t shop_json_escape(char *buf, size_t cap, const char *s);
+
+#endif

@@ -1,0 +1,2 @@
+/* pg.c -- placeholder, being written. */
+typedef int shop_placeholder_pg;

@@ -1,0 +1,51 @@
+/* registry_client.h -- an instance's side of discovery: the RESPONDENT
+ * that answers the registry's surveys with this instance's Advert, and the
+ * caller's cached view of the registry's lookups. */
+#ifndef SHOP_REGISTRY_CLIENT_H
+#define SHOP_REGISTRY_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A plain copy of an Advert. */
+typedef struct shop_instance {
+	char service[32];
+	char instance[64];
+	char rpc_url[128];
+	char admin_url[128];
+	uint32_t weight;
+	bool healthy;
+	char version[32];
+	int64_t started_unix_ms;
+} shop_instance;
+
+typedef struct shop_advertiser shop_advertiser;
+
+/* Dials the registry's survey URL with a RESPONDENT socket and answers
+ * every survey with self (copied). Returns 0 or an nng error. The registry
+ * need not be up: the dialer retries in the background. */
+int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const shop_instance *self);
+/* Changes the healthy flag sent from the next survey on. */
+void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy);
+/* Deregisters: closes the socket, so the registry drops the instance at
+ * once. Accepts NULL. */
+void shop_advertiser_destroy(shop_advertiser *a);
+
+typedef struct shop_registry_view shop_registry_view;
+
+/* Asks the registry's lookup URL for every service every refresh_ms, on a
+ * thread of its own, and keeps the last good answer. When the registry is
+ * down the last answer stays in use. Returns 0 or an nng error. */
+int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, int refresh_ms);
+void shop_registry_view_destroy(shop_registry_view *v); /* accepts NULL */
+
+/* Copies up to cap instances of service (healthy ones only when
+ * healthy_only) into out, ordered by instance name; returns the count. */
+int shop_registry_view_get(shop_registry_view *v, const char *service, bool healthy_only,
+			   shop_instance *out, int cap);
+/* The revision of the last good answer; 0 before the first. */
+uint64_t shop_registry_view_revision(shop_registry_view *v);
+/* Milliseconds since the last good answer; -1 before the first. */
+int64_t shop_registry_view_age_ms(shop_registry_view *v);
+
+#endif

@@ -1,0 +1,2 @@
+/* rpc.c -- placeholder, being written. */
+typedef int shop_placeholder_rpc;

@@ -1,0 +1,71 @@
+/* rpc.h -- the RPC envelope shared by server and client: status codes,
+ * reply building, and the size limit every nng socket enforces. */
+#ifndef SHOP_RPC_H
+#define SHOP_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "rpc.pb-c.h"
+
+/* gRPC status code numbers (RpcResponse.code). */
+enum shop_rpc_code {
+	SHOP_RPC_OK = 0,
+	SHOP_RPC_CANCELLED = 1,
+	SHOP_RPC_UNKNOWN = 2,
+	SHOP_RPC_INVALID_ARGUMENT = 3,
+	SHOP_RPC_DEADLINE_EXCEEDED = 4,
+	SHOP_RPC_NOT_FOUND = 5,
+	SHOP_RPC_ALREADY_EXISTS = 6,
+	SHOP_RPC_PERMISSION_DENIED = 7,
+	SHOP_RPC_RESOURCE_EXHAUSTED = 8,
+	SHOP_RPC_FAILED_PRECONDITION = 9,
+	SHOP_RPC_UNIMPLEMENTED = 12,
+	SHOP_RPC_INTERNAL = 13,
+	SHOP_RPC_UNAVAILABLE = 14,
+	SHOP_RPC_UNAUTHENTICATED = 16,
+};
+
+/* Largest message any shop nng socket accepts (NNG_OPT_RECVMAXSZ). */
+#define SHOP_RPC_MAX_MSG (1024 * 1024)
+/* Most metadata entries a reply may carry. */
+#define SHOP_RPC_MAX_META 8
+
+/* "INVALID_ARGUMENT" etc.; "UNKNOWN" for numbers it does not know. */
+const char *shop_rpc_code_name(int code);
+
+/* A reply under construction, on caller memory (shop_rpc_reply_init /
+ * shop_rpc_reply_fini). Handlers fill it; the server packs and sends it. */
+typedef struct shop_rpc_reply {
+	int code;
+	char message[256];
+	char reason[64];
+	size_t n_meta;
+	char meta_key[SHOP_RPC_MAX_META][32];
+	char meta_val[SHOP_RPC_MAX_META][128];
+	uint8_t *payload; /* owned; malloc'd by shop_rpc_reply_ok */
+	size_t payload_len;
+} shop_rpc_reply;
+
+void shop_rpc_reply_init(shop_rpc_reply *r);
+void shop_rpc_reply_fini(shop_rpc_reply *r);
+/* Packs msg as the payload; code OK. Returns 0, or -1 when out of memory
+ * (the reply is then INTERNAL). */
+int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg);
+/* Sets an error: code, stable reason (UPPER_SNAKE) and a printf message. */
+void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Adds one metadata entry (copied, truncated to fit); ignored past the max. */
+void shop_rpc_reply_meta(shop_rpc_reply *r, const char *key, const char *val);
+
+/* Packs the reply as an RpcResponse into a malloc'd buffer; caller frees
+ * with free(). Returns 0 or -1 (out of memory). */
+int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len);
+
+/* Looks up a metadata value in an unpacked response; NULL when absent.
+ * Borrowed from resp. */
+const char *shop_rpc_response_meta(const Shop__V1__RpcResponse *resp, const char *key);
+
+#endif

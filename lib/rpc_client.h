@@ -1,0 +1,55 @@
+/* rpc_client.h -- calls to one remote instance over one nng REQ socket.
+ *
+ * Many calls run at once through a bounded pool of nng contexts and aios
+ * that are made once and reused (nng 1.5.2 slows badly when many REQ
+ * contexts are opened in a burst). Calls beyond the pool wait in a bounded
+ * FIFO; beyond that they fail at once with NNG_EAGAIN. REQ resend is
+ * disabled: a request is sent at most once. */
+#ifndef SHOP_RPC_CLIENT_H
+#define SHOP_RPC_CLIENT_H
+
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "rpc.h"
+
+typedef struct shop_rpc_conn shop_rpc_conn;
+
+typedef struct shop_rpc_call_opts {
+	const char *traceparent;  /* may be NULL */
+	int64_t deadline_unix_ms; /* absolute; must be > 0 */
+	int64_t caller_user_id;   /* 0 for none */
+} shop_rpc_call_opts;
+
+/* Called exactly once per accepted call, on an nng thread; must not block.
+ * rv == 0: resp is the unpacked reply, and the callback owns it (free with
+ * shop__v1__rpc_response__free_unpacked(resp, NULL)). rv != 0: an nng
+ * transport error (NNG_ETIMEDOUT at the deadline, NNG_ECLOSED, NNG_EAGAIN
+ * when the queue is full, NNG_EPROTO for a reply that does not parse), and
+ * resp is NULL. */
+typedef void (*shop_rpc_done_fn)(void *arg, int rv, Shop__V1__RpcResponse *resp);
+
+/* Dials url (non-blocking: the dialer reconnects in the background).
+ * pool: number of contexts (e.g. 32); queue: most waiting calls. */
+int shop_rpc_conn_create(shop_rpc_conn **out, const char *url, int pool, int queue);
+/* Fails every waiting and running call (their callbacks run with
+ * NNG_ECLOSED), waits for the callbacks, closes. Accepts NULL. */
+void shop_rpc_conn_destroy(shop_rpc_conn *c);
+const char *shop_rpc_conn_url(const shop_rpc_conn *c);
+
+/* Starts a call. req is packed before return (borrowed). Returns 0 when the
+ * call was accepted (done will run exactly once, possibly before this
+ * returns), or an nng error (done will not run). */
+int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
+		       const shop_rpc_call_opts *o, shop_rpc_done_fn done, void *arg);
+
+/* The blocking form, for tools, tests and service-to-service calls made
+ * from a worker thread. On 0, *resp is owned by the caller. */
+int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
+			    const shop_rpc_call_opts *o, Shop__V1__RpcResponse **resp);
+
+/* Sets NNG_OPT_RECVMAXSZ and the other options every shop socket gets. */
+int shop_nng_socket_defaults(nng_socket s);
+
+#endif

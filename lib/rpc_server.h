@@ -1,0 +1,69 @@
+/* rpc_server.h -- a REP socket served by worker threads, each owning one nng
+ * context and its own per-worker state (a PostgreSQL connection...).
+ *
+ * A request is one serialized RpcRequest. The server answers every request
+ * with exactly one RpcResponse: INVALID_ARGUMENT for bytes that do not parse
+ * (envelope or payload), UNIMPLEMENTED for an unknown method,
+ * DEADLINE_EXCEEDED when deadline_unix_ms has passed on arrival, and
+ * otherwise whatever the handler replies. */
+#ifndef SHOP_RPC_SERVER_H
+#define SHOP_RPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc.h"
+
+typedef struct shop_rpc_server shop_rpc_server;
+
+/* What a handler knows about the call. All borrowed for the call's length. */
+typedef struct shop_rpc_call {
+	const char *method;
+	const char *traceparent; /* "" when none */
+	char trace_id[33];       /* from traceparent, "" when none */
+	int64_t deadline_unix_ms;
+	int64_t caller_user_id;
+	void *worker;    /* what worker_init returned for this worker */
+	int worker_index;
+} shop_rpc_call;
+
+/* req is the unpacked payload (of the method's request descriptor); the
+ * server frees it after the handler returns. The handler fills reply and
+ * must not block longer than the call's deadline needs. */
+typedef void (*shop_rpc_handler_fn)(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+				    shop_rpc_reply *reply);
+
+typedef struct shop_rpc_method {
+	const char *name; /* gRPC full name, "/shop.v1.ProductService/ListProducts" */
+	const ProtobufCMessageDescriptor *request;
+	shop_rpc_handler_fn handler;
+} shop_rpc_method;
+
+typedef struct shop_rpc_server_config {
+	const char *url; /* listen URL, e.g. "tcp://127.0.0.1:7211" */
+	int workers;     /* ≥ 1 */
+	const shop_rpc_method *methods; /* borrowed for the server's lifetime */
+	size_t n_methods;
+	void *app; /* passed to handlers */
+	/* Optional per-worker state, made on the worker's own thread before it
+	 * takes calls; NULL worker_init means no state. */
+	void *(*worker_init)(void *app, int index);
+	void (*worker_fini)(void *app, void *worker);
+} shop_rpc_server_config;
+
+/* Listens and starts the workers. cfg is copied (its pointers borrowed).
+ * Returns 0 or an nng error; on error nothing is left running. */
+int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *cfg);
+
+/* Stops taking new requests, lets calls in flight finish (up to
+ * grace_ms), closes the socket and joins the workers. Accepts NULL. */
+void shop_rpc_server_destroy(shop_rpc_server *s, int grace_ms);
+
+/* Pure: decode an RpcRequest and dispatch it as a worker would, packing the
+ * answer into *out (caller frees with free()). Used by the workers and by
+ * tests and fuzzers. Returns 0, or -1 when out of memory. */
+int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int worker_index,
+			   const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len);
+
+#endif

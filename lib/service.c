@@ -1,0 +1,2 @@
+/* service.c -- placeholder, being written. */
+typedef int shop_placeholder_service;

@@ -1,0 +1,44 @@
+/* service.h -- what every RPC service process does besides its handlers:
+ * read the common SHOP_* variables, migrate its database, serve RPC with
+ * one PostgreSQL connection per worker, advertise itself to the registry,
+ * serve admin HTTP, and stop cleanly on SIGTERM/SIGINT. */
+#ifndef SHOP_SERVICE_H
+#define SHOP_SERVICE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "pg.h"
+#include "rpc_server.h"
+
+typedef struct shop_service_config {
+	const char *service;  /* "product" */
+	const char *instance; /* SHOP_INSTANCE */
+	const char *rpc_url;  /* SHOP_RPC_URL: listen and advertise */
+	const char *admin_host; /* SHOP_ADMIN_ADDR */
+	uint16_t admin_port;
+	char admin_host_buf[64];
+	int64_t weight;  /* SHOP_WEIGHT */
+	int64_t workers; /* SHOP_WORKERS */
+	const char *survey_url; /* SHOP_REGISTRY_SURVEY_URL */
+	const char *pg_dsn;     /* SHOP_PG_DSN */
+	const char *log_level;  /* SHOP_LOG_LEVEL */
+	int64_t drain_ms;       /* SHOP_DRAIN_MS */
+} shop_service_config;
+
+/* Reads the common variables with this service's defaults. Errors are
+ * recorded in e (call shop_env_check after reading the service's own). */
+void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
+			      const char *def_instance, const char *def_rpc_url,
+			      const char *def_admin_addr);
+
+/* Per-worker state of a service: its own database connection. */
+typedef struct shop_service_worker {
+	shop_pg *pg;
+} shop_service_worker;
+
+/* Runs until SIGTERM/SIGINT. Returns the process exit status. */
+int shop_service_run(const shop_service_config *c, const shop_rpc_method *methods, size_t n_methods,
+		     const shop_migration *migrations, int n_migrations, void *app);
+
+#endif

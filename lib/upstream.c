@@ -1,0 +1,2 @@
+/* upstream.c -- placeholder, being written. */
+typedef int shop_placeholder_upstream;
