@@ -43,6 +43,11 @@ const char *shop_env_hostport(shop_env *e, const char *name, const char *def, ch
  * printed in the error message. */
 const char *shop_env_secret(shop_env *e, const char *name, size_t min_len);
 
+/* Records an error for name (a check main makes beyond the readers'). Only
+ * the first error is kept. */
+void shop_env_fail(shop_env *e, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* 0 when every read succeeded; otherwise prints the first error to stderr
  * and returns -1. */
 int shop_env_check(const shop_env *e);

@@ -1,2 +1,110 @@
-/* log.c -- placeholder, being written. */
-typedef int shop_placeholder_log;
+/* log.c -- JSON-lines logging: one object per line, written whole. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+static char log_instance[64] = "shop";
+static shop_log_level log_min = SHOP_LOG_INFO;
+static FILE *log_stream;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void shop_log_init(const char *instance, shop_log_level min, FILE *stream)
+{
+	if (instance != NULL)
+		snprintf(log_instance, sizeof(log_instance), "%s", instance);
+	log_min = min;
+	log_stream = stream;
+}
+
+int shop_log_level_parse(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (s != NULL && strcmp(s, level_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+size_t shop_json_escape(char *buf, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return 0;
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+		size_t len;
+
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			len = 2;
+		} else if (c == '\n') {
+			memcpy(esc, "\\n", 2);
+			len = 2;
+		} else if (c == '\t') {
+			memcpy(esc, "\\t", 2);
+			len = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			len = 6;
+		} else {
+			esc[0] = (char)c;
+			len = 1;
+		}
+		if (n + len >= cap)
+			break;
+		memcpy(buf + n, esc, len);
+		n += len;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
+{
+	char msg[2048], emsg[4096], etrace[80], ts[32], line[4400];
+	va_list ap;
+	int n;
+
+	if (lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	shop_json_escape(emsg, sizeof(emsg), msg);
+	shop_rfc3339_ms(shop_now_unix_ms(), ts, sizeof(ts));
+	if (trace_id != NULL && trace_id[0] != '\0') {
+		shop_json_escape(etrace, sizeof(etrace), trace_id);
+		n = snprintf(line, sizeof(line),
+			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\","
+			     "\"trace_id\":\"%s\"}\n",
+			     ts, level_names[lvl], log_instance, emsg, etrace);
+	} else {
+		n = snprintf(line, sizeof(line),
+			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n",
+			     ts, level_names[lvl], log_instance, emsg);
+	}
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		/* Truncated: keep the line valid JSON by closing it ourselves. */
+		n = (int)sizeof(line) - 1;
+		memcpy(line + n - 4, "\"}\n", 4);
+		n -= 1;
+	}
+	/* One write per line keeps lines whole between threads and processes. */
+	if (log_stream != NULL) {
+		fwrite(line, 1, (size_t)n, log_stream);
+		fflush(log_stream);
+	} else {
+		ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+		(void)w;
+	}
+}

@@ -1,2 +1,173 @@
-/* service.c -- placeholder, being written. */
-typedef int shop_placeholder_service;
+/* service.c -- the life of an RPC service process around its handlers. */
+#include "service.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+
+#include "admin_http.h"
+#include "clock.h"
+#include "log.h"
+#include "registry_client.h"
+
+#define SERVICE_MIGRATE_TRIES 50 /* × 200 ms: how long to wait for the database at start */
+
+void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
+			      const char *def_instance, const char *def_rpc_url,
+			      const char *def_admin_addr)
+{
+	memset(c, 0, sizeof(*c));
+	c->service = service;
+	c->instance = shop_env_str(e, "SHOP_INSTANCE", def_instance, true);
+	c->rpc_url = shop_env_nng_url(e, "SHOP_RPC_URL", def_rpc_url);
+	shop_env_hostport(e, "SHOP_ADMIN_ADDR", def_admin_addr, c->admin_host_buf,
+			  sizeof(c->admin_host_buf), &c->admin_port);
+	c->admin_host = c->admin_host_buf;
+	c->weight = shop_env_int(e, "SHOP_WEIGHT", 100, 0, 1000000);
+	c->workers = shop_env_int(e, "SHOP_WORKERS", 8, 1, 256);
+	c->survey_url = shop_env_nng_url(e, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
+	c->pg_dsn = shop_env_str(e, "SHOP_PG_DSN", NULL, true);
+	c->log_level = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
+	c->drain_ms = shop_env_int(e, "SHOP_DRAIN_MS", 4000, 0, 60000);
+	if (c->instance != NULL && strlen(c->instance) >= 64)
+		shop_env_fail(e, "SHOP_INSTANCE", "longer than 63 bytes");
+	if (shop_log_level_parse(c->log_level) < 0)
+		shop_env_fail(e, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
+			      c->log_level);
+}
+
+/* The running service's configuration: one service per process, and the
+ * worker hooks only receive the handlers' app pointer. */
+static const shop_service_config *service_cfg;
+
+static void *service_worker_init(void *app, int index)
+{
+	const shop_service_config *c = service_cfg;
+	shop_service_worker *w = calloc(1, sizeof(*w));
+
+	(void)app;
+	(void)index;
+	if (w == NULL)
+		return NULL;
+	if ((w->pg = shop_pg_create(c->pg_dsn)) == NULL) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+static void service_worker_fini(void *app, void *worker)
+{
+	shop_service_worker *w = worker;
+
+	(void)app;
+	if (w == NULL)
+		return;
+	shop_pg_destroy(w->pg);
+	free(w);
+}
+
+/* Applies the migrations, waiting a while for the database to come up. */
+static int service_migrate(const shop_service_config *c, const shop_migration *m, int n)
+{
+	struct timespec pause = {0, 200 * 1000 * 1000};
+	shop_pg *pg;
+	int rv = -1;
+
+	if ((pg = shop_pg_create(c->pg_dsn)) == NULL)
+		return -1;
+	for (int i = 0; i < SERVICE_MIGRATE_TRIES; i++) {
+		if ((rv = shop_pg_migrate(pg, m, n)) == 0)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	shop_pg_destroy(pg);
+	return rv;
+}
+
+int shop_service_run(const shop_service_config *c, const shop_rpc_method *methods, size_t n_methods,
+		     const shop_migration *migrations, int n_migrations, void *app)
+{
+	shop_rpc_server_config scfg;
+	shop_rpc_server *server = NULL;
+	shop_admin *admin = NULL;
+	shop_advertiser *adv = NULL;
+	shop_instance self;
+	sigset_t sigs;
+	int sig, rv, status = 1;
+
+	shop_log_init(c->instance, (shop_log_level)shop_log_level_parse(c->log_level), NULL);
+
+	/* Every thread made from here on inherits the mask; main takes the
+	 * signals with sigwait, so no handler runs on a library thread. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (service_migrate(c, migrations, n_migrations) != 0) {
+		SHOP_LOG(ERROR, "database migrations failed; stopping");
+		goto out;
+	}
+
+	memset(&scfg, 0, sizeof(scfg));
+	scfg.url = c->rpc_url;
+	scfg.workers = (int)c->workers;
+	scfg.methods = methods;
+	scfg.n_methods = n_methods;
+	scfg.app = app;
+	scfg.worker_init = service_worker_init;
+	scfg.worker_fini = service_worker_fini;
+	service_cfg = c;
+	if ((rv = shop_rpc_server_create(&server, &scfg)) != 0) {
+		SHOP_LOG(ERROR, "cannot serve RPC on %s: %s", c->rpc_url, nng_strerror(rv));
+		goto out;
+	}
+
+	if ((rv = shop_admin_create(&admin, c->admin_host, c->admin_port)) != 0 ||
+	    (rv = shop_admin_add(admin, "/healthz", shop_admin_healthz, NULL)) != 0 ||
+	    (rv = shop_admin_start(admin)) != 0) {
+		SHOP_LOG(ERROR, "cannot serve admin HTTP on %s:%u: %s", c->admin_host,
+			 (unsigned)c->admin_port, nng_strerror(rv));
+		goto out_server;
+	}
+
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "%s", c->service);
+	snprintf(self.instance, sizeof(self.instance), "%s", c->instance);
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", c->rpc_url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://%s:%u", c->admin_host,
+		 (unsigned)c->admin_port);
+	self.weight = (uint32_t)c->weight;
+	self.healthy = true;
+	snprintf(self.version, sizeof(self.version), "%s", SHOP_VERSION);
+	self.started_unix_ms = shop_now_unix_ms();
+	if ((rv = shop_advertiser_create(&adv, c->survey_url, &self)) != 0) {
+		SHOP_LOG(ERROR, "cannot reach the registry at %s: %s", c->survey_url,
+			 nng_strerror(rv));
+		goto out_admin;
+	}
+
+	SHOP_LOG(INFO, "%s serving %s (admin %s, weight %u, %d workers)", c->service, c->rpc_url,
+		 self.admin_url, self.weight, (int)c->workers);
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	SHOP_LOG(INFO, "signal %d: deregistering and draining", sig);
+	status = 0;
+
+	/* Deregister first so callers stop picking us, then finish what is
+	 * in flight. */
+	shop_advertiser_destroy(adv);
+out_admin:
+	shop_admin_destroy(admin);
+out_server:
+	shop_rpc_server_destroy(server, (int)c->drain_ms);
+out:
+	SHOP_LOG(INFO, "stopped");
+	return status;
+}
