@@ -1,0 +1,220 @@
+/* auth_service.c -- AuthService: SignUp and SignIn with Argon2id and JWTs. */
+#include "auth_service.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.pb-c.h"
+#include "auth_store.h"
+#include "clock.h"
+#include "log.h"
+#include "service.h"
+#include "text.h"
+#include "token.h"
+
+#define NAME_MAX_CHARS 64
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 128
+
+int auth_app_init(auth_app *app, const unsigned char *key, size_t key_len,
+		  unsigned long long opslimit, size_t memlimit, unsigned hash_concurrency)
+{
+	char random_pw[33];
+	unsigned char raw[16];
+
+	if (sodium_init() < 0)
+		return -1;
+	app->jwt_key = key;
+	app->jwt_key_len = key_len;
+	app->opslimit = opslimit;
+	app->memlimit = memlimit;
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(random_pw, sizeof(random_pw), raw, sizeof(raw));
+	if (crypto_pwhash_str(app->dummy_hash, random_pw, strlen(random_pw), opslimit, memlimit) != 0)
+		return -1;
+	if (sem_init(&app->hash_slots, 0, hash_concurrency) != 0)
+		return -1;
+	return 0;
+}
+
+void auth_app_fini(auth_app *app)
+{
+	sem_destroy(&app->hash_slots);
+}
+
+static shop_pg *worker_pg(const shop_rpc_call *call)
+{
+	const shop_service_worker *w = call->worker;
+
+	return w != NULL ? w->pg : NULL;
+}
+
+static void reply_bad_field(shop_rpc_reply *reply, const char *field, const char *why)
+{
+	shop_rpc_reply_error(reply, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field,
+			     why);
+	shop_rpc_reply_meta(reply, "field", field);
+}
+
+static void reply_db_down(shop_rpc_reply *reply)
+{
+	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE",
+			     "the user database is unavailable");
+}
+
+/* Validates name and password; on success writes the trimmed name. */
+static int check_credentials(const char *name, const char *password, char *clean, size_t cap,
+			     shop_rpc_reply *reply)
+{
+	size_t pw_len = strlen(password);
+
+	if (shop_text_clean(name, 1, NAME_MAX_CHARS, clean, cap) != 0) {
+		reply_bad_field(reply, "name",
+				"must be 1 to 64 characters of UTF-8 text without control characters");
+		return -1;
+	}
+	if (pw_len < PASSWORD_MIN || pw_len > PASSWORD_MAX) {
+		reply_bad_field(reply, "password", "must be 8 to 128 bytes");
+		return -1;
+	}
+	return 0;
+}
+
+static int hash_password(auth_app *app, const char *password, char out[crypto_pwhash_STRBYTES])
+{
+	int rv;
+
+	sem_wait(&app->hash_slots);
+	rv = crypto_pwhash_str(out, password, strlen(password), app->opslimit, app->memlimit);
+	sem_post(&app->hash_slots);
+	return rv;
+}
+
+static int verify_password(auth_app *app, const char *hash, const char *password)
+{
+	int rv;
+
+	sem_wait(&app->hash_slots);
+	rv = crypto_pwhash_str_verify(hash, password, strlen(password));
+	sem_post(&app->hash_slots);
+	return rv;
+}
+
+/* Fills the session fields shared by both answers and packs it. */
+static void reply_session(auth_app *app, shop_rpc_reply *reply, const ProtobufCMessageDescriptor *d,
+			  int64_t id, const char *name)
+{
+	/* SignUpResponse and SignInResponse have the same fields and numbers. */
+	Shop__V1__SignInResponse resp = SHOP__V1__SIGN_IN_RESPONSE__INIT;
+	char *token = auth_token_issue(app->jwt_key, app->jwt_key_len, id, name,
+				       shop_now_unix_ms() / 1000);
+
+	if (token == NULL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot sign a token");
+		return;
+	}
+	resp.base.descriptor = d;
+	resp.user_id = id;
+	resp.name = (char *)name;
+	resp.access_token = token;
+	resp.token_type = "Bearer";
+	resp.expires_in = AUTH_TOKEN_TTL;
+	shop_rpc_reply_ok(reply, &resp.base);
+	sodium_memzero(token, strlen(token));
+	free(token);
+}
+
+static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg,
+		    shop_rpc_reply *reply)
+{
+	const Shop__V1__SignUpRequest *req = (const void *)msg;
+	auth_app *app = appv;
+	char hash[crypto_pwhash_STRBYTES], sqlstate[6] = "", *name;
+	size_t cap = strlen(req->name) + 1;
+	PGresult *res = NULL;
+	int64_t id;
+
+	if ((name = malloc(cap)) == NULL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+		return;
+	}
+	if (check_credentials(req->name, req->password, name, cap, reply) != 0)
+		goto out;
+	if (hash_password(app, req->password, hash) != 0) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot hash");
+		goto out;
+	}
+	res = auth_store_insert_user(worker_pg(call), name, hash, sqlstate);
+	if (res == NULL && strcmp(sqlstate, "23505") == 0) {
+		shop_rpc_reply_error(reply, SHOP_RPC_ALREADY_EXISTS, "NAME_TAKEN",
+				     "this name is already taken");
+		goto out;
+	}
+	if (res == NULL || PQntuples(res) != 1) {
+		reply_db_down(reply);
+		goto out;
+	}
+	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 " signed up", id);
+	reply_session(app, reply, &shop__v1__sign_up_response__descriptor, id, name);
+out:
+	PQclear(res);
+	free(name);
+}
+
+static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg,
+		    shop_rpc_reply *reply)
+{
+	const Shop__V1__SignInRequest *req = (const void *)msg;
+	auth_app *app = appv;
+	char fresh[crypto_pwhash_STRBYTES], *name;
+	size_t cap = strlen(req->name) + 1;
+	const char *hash;
+	PGresult *res = NULL;
+	int64_t id = 0;
+	int known, ok;
+
+	if ((name = malloc(cap)) == NULL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+		return;
+	}
+	/* A name or password that could never have signed up cannot match:
+	 * the same answer as a wrong password, without touching the store. */
+	if (shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) != 0 ||
+	    strlen(req->password) < PASSWORD_MIN || strlen(req->password) > PASSWORD_MAX) {
+		verify_password(app, app->dummy_hash, req->password);
+		goto denied;
+	}
+	if ((res = auth_store_find_user(worker_pg(call), name)) == NULL) {
+		reply_db_down(reply);
+		goto out;
+	}
+	known = PQntuples(res) == 1;
+	hash = known ? PQgetvalue(res, 0, 2) : app->dummy_hash;
+	/* An unknown name is checked against the dummy hash: same work, same
+	 * time, same answer as a wrong password. */
+	ok = verify_password(app, hash, req->password) == 0 && known;
+	if (!ok)
+		goto denied;
+	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (crypto_pwhash_str_needs_rehash(hash, app->opslimit, app->memlimit) != 0 &&
+	    hash_password(app, req->password, fresh) == 0 &&
+	    auth_store_set_hash(worker_pg(call), id, fresh) == 0)
+		SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 ": password re-hashed", id);
+	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
+	goto out;
+denied:
+	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "INVALID_CREDENTIALS",
+			     "name or password is wrong");
+out:
+	PQclear(res);
+	free(name);
+}
+
+const shop_rpc_method auth_methods[] = {
+	{"/shop.v1.AuthService/SignUp", &shop__v1__sign_up_request__descriptor, sign_up},
+	{"/shop.v1.AuthService/SignIn", &shop__v1__sign_in_request__descriptor, sign_in},
+};
+const size_t auth_n_methods = sizeof(auth_methods) / sizeof(auth_methods[0]);

@@ -1,0 +1,36 @@
+/* auth_service.h -- the AuthService RPC handlers: SignUp and SignIn. */
+#ifndef AUTH_SERVICE_H
+#define AUTH_SERVICE_H
+
+#include <semaphore.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sodium.h>
+
+#include "rpc_server.h"
+
+typedef struct auth_app {
+	const unsigned char *jwt_key; /* borrowed, ≥ 32 bytes */
+	size_t jwt_key_len;
+	unsigned long long opslimit; /* Argon2id t */
+	size_t memlimit;             /* Argon2id m, bytes */
+	/* Argon2id at 19 MiB takes tens of milliseconds of one core: at most
+	 * this many run at once, so that the other workers stay free for
+	 * cheap calls (a bad request, a name already taken). */
+	sem_t hash_slots;
+	/* A hash of a random password made at start with the current
+	 * parameters: an unknown name is verified against it, so that it
+	 * costs the same time as a wrong password. */
+	char dummy_hash[crypto_pwhash_STRBYTES];
+} auth_app;
+
+/* Prepares app (sodium_init, dummy hash, semaphore). Returns 0 or -1. */
+int auth_app_init(auth_app *app, const unsigned char *key, size_t key_len,
+		  unsigned long long opslimit, size_t memlimit, unsigned hash_concurrency);
+void auth_app_fini(auth_app *app);
+
+extern const shop_rpc_method auth_methods[];
+extern const size_t auth_n_methods;
+
+#endif

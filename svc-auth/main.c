@@ -1,0 +1,36 @@
+/* main.c -- svc-auth: wiring only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth_service.h"
+#include "auth_store.h"
+#include "config.h"
+#include "service.h"
+
+int main(void)
+{
+	shop_service_config cfg;
+	shop_env env;
+	auth_app app;
+	const char *secret;
+	int64_t t, m_kib, conc;
+	int status;
+
+	shop_env_init(&env, "svc-auth");
+	shop_service_config_read(&cfg, &env, "auth", "auth", "tcp://127.0.0.1:7201",
+				 "127.0.0.1:7301");
+	secret = shop_env_secret(&env, "SHOP_JWT_SECRET", 32);
+	/* OWASP's floor for Argon2id: m = 19 MiB, t = 2, p = 1. */
+	t = shop_env_int(&env, "SHOP_ARGON2_T", 2, 2, 16);
+	m_kib = shop_env_int(&env, "SHOP_ARGON2_M_KIB", 19456, 19456, 4 * 1024 * 1024);
+	conc = shop_env_int(&env, "SHOP_AUTH_HASH_CONCURRENCY", 2, 1, 64);
+	if (shop_env_check(&env) != 0)
+		return 2;
+	if (auth_app_init(&app, (const unsigned char *)secret, strlen(secret),
+			  (unsigned long long)t, (size_t)m_kib * 1024, (unsigned)conc) != 0)
+		return 1;
+	status = shop_service_run(&cfg, auth_methods, auth_n_methods, auth_migrations,
+				  auth_n_migrations, &app);
+	auth_app_fini(&app);
+	return status;
+}
