@@ -1,2 +1,169 @@
-/* rpc.c -- placeholder, being written. */
-typedef int shop_placeholder_rpc;
+/* rpc.c -- the RPC envelope: status code names, building a reply and packing
+ * it into an RpcResponse. */
+#include "rpc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+const char *shop_rpc_code_name(int code)
+{
+	switch (code) {
+	case SHOP_RPC_OK:
+		return "OK";
+	case SHOP_RPC_CANCELLED:
+		return "CANCELLED";
+	case SHOP_RPC_UNKNOWN:
+		return "UNKNOWN";
+	case SHOP_RPC_INVALID_ARGUMENT:
+		return "INVALID_ARGUMENT";
+	case SHOP_RPC_DEADLINE_EXCEEDED:
+		return "DEADLINE_EXCEEDED";
+	case SHOP_RPC_NOT_FOUND:
+		return "NOT_FOUND";
+	case SHOP_RPC_ALREADY_EXISTS:
+		return "ALREADY_EXISTS";
+	case SHOP_RPC_PERMISSION_DENIED:
+		return "PERMISSION_DENIED";
+	case SHOP_RPC_RESOURCE_EXHAUSTED:
+		return "RESOURCE_EXHAUSTED";
+	case SHOP_RPC_FAILED_PRECONDITION:
+		return "FAILED_PRECONDITION";
+	case 10:
+		return "ABORTED";
+	case 11:
+		return "OUT_OF_RANGE";
+	case SHOP_RPC_UNIMPLEMENTED:
+		return "UNIMPLEMENTED";
+	case SHOP_RPC_INTERNAL:
+		return "INTERNAL";
+	case SHOP_RPC_UNAVAILABLE:
+		return "UNAVAILABLE";
+	case 15:
+		return "DATA_LOSS";
+	case SHOP_RPC_UNAUTHENTICATED:
+		return "UNAUTHENTICATED";
+	default:
+		return "UNKNOWN";
+	}
+}
+
+void shop_rpc_reply_init(shop_rpc_reply *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->code = SHOP_RPC_OK;
+}
+
+void shop_rpc_reply_fini(shop_rpc_reply *r)
+{
+	if (r == NULL)
+		return;
+	free(r->payload);
+	shop_rpc_reply_init(r);
+}
+
+int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	/* malloc(0) may return NULL; one spare byte keeps "no memory" unambiguous. */
+	uint8_t *buf = malloc(len + 1);
+
+	free(r->payload);
+	r->payload = NULL;
+	r->payload_len = 0;
+	if (buf == NULL) {
+		SHOP_LOG(ERROR, "rpc: out of memory packing a %zu-byte reply", len);
+		shop_rpc_reply_error(r, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+		return -1;
+	}
+	r->payload_len = protobuf_c_message_pack(msg, buf);
+	r->payload = buf;
+	r->code = SHOP_RPC_OK;
+	r->message[0] = '\0';
+	r->reason[0] = '\0';
+	return 0;
+}
+
+void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	/* An error carries no payload (RpcResponse.payload is for code 0). */
+	free(r->payload);
+	r->payload = NULL;
+	r->payload_len = 0;
+	r->code = code;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason != NULL ? reason : "");
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+}
+
+void shop_rpc_reply_meta(shop_rpc_reply *r, const char *key, const char *val)
+{
+	size_t i;
+
+	if (key == NULL || val == NULL)
+		return;
+	/* metadata is a map: a repeated key replaces the earlier value. */
+	for (i = 0; i < r->n_meta; i++)
+		if (strncmp(r->meta_key[i], key, sizeof(r->meta_key[i]) - 1) == 0)
+			break;
+	if (i == SHOP_RPC_MAX_META)
+		return;
+	snprintf(r->meta_key[i], sizeof(r->meta_key[i]), "%s", key);
+	snprintf(r->meta_val[i], sizeof(r->meta_val[i]), "%s", val);
+	if (i == r->n_meta)
+		r->n_meta++;
+}
+
+int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len)
+{
+	Shop__V1__RpcResponse resp = SHOP__V1__RPC_RESPONSE__INIT;
+	Shop__V1__RpcResponse__MetadataEntry entries[SHOP_RPC_MAX_META];
+	Shop__V1__RpcResponse__MetadataEntry *ptrs[SHOP_RPC_MAX_META];
+	size_t n = r->n_meta < SHOP_RPC_MAX_META ? r->n_meta : SHOP_RPC_MAX_META;
+	size_t len;
+	uint8_t *buf;
+
+	/* The response only borrows r's buffers: protobuf-c packs from const
+	 * data, the casts just match the generated struct's field types. */
+	for (size_t i = 0; i < n; i++) {
+		shop__v1__rpc_response__metadata_entry__init(&entries[i]);
+		entries[i].key = (char *)r->meta_key[i];
+		entries[i].value = (char *)r->meta_val[i];
+		ptrs[i] = &entries[i];
+	}
+	resp.code = r->code;
+	resp.message = (char *)r->message;
+	resp.reason = (char *)r->reason;
+	resp.payload.data = r->payload;
+	resp.payload.len = r->payload != NULL ? r->payload_len : 0;
+	resp.n_metadata = n;
+	resp.metadata = n > 0 ? ptrs : NULL;
+
+	len = shop__v1__rpc_response__get_packed_size(&resp);
+	if ((buf = malloc(len + 1)) == NULL) {
+		SHOP_LOG(ERROR, "rpc: out of memory packing a %zu-byte RpcResponse", len);
+		return -1;
+	}
+	*out_len = shop__v1__rpc_response__pack(&resp, buf);
+	*out = buf;
+	return 0;
+}
+
+const char *shop_rpc_response_meta(const Shop__V1__RpcResponse *resp, const char *key)
+{
+	if (resp == NULL || key == NULL)
+		return NULL;
+	for (size_t i = 0; i < resp->n_metadata; i++) {
+		const Shop__V1__RpcResponse__MetadataEntry *e = resp->metadata[i];
+
+		if (e != NULL && e->key != NULL && strcmp(e->key, key) == 0)
+			return e->value;
+	}
+	return NULL;
+}

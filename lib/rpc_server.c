@@ -1,2 +1,377 @@
-/* rpc_server.c -- placeholder, being written. */
-typedef int shop_placeholder_rpc_server;
+/* rpc_server.c -- a REP socket served by worker threads: each worker owns one
+ * nng context and one aio, receives a request, dispatches it and sends the
+ * one reply, in a plain blocking loop on its own thread.
+ *
+ * Shutdown: shop_rpc_server_destroy sets a stopping flag and cancels the
+ * receive of every idle worker. A worker in the middle of a call finishes it and sends the reply,
+ * then sees the flag and leaves its loop. After grace_ms the socket is
+ * closed, which fails any receive or send still pending with NNG_ECLOSED;
+ * a handler that is still running past the grace is waited for (it cannot
+ * be interrupted safely), so handlers must respect the call's deadline.
+ * Requests that arrived but were not yet taken by a worker are dropped with
+ * the socket; their callers see the connection reset. */
+#include "rpc_server.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "clock.h"
+#include "log.h"
+#include "rpc_client.h"
+
+/* A reply that cannot be handed to the pipe in this long is dropped, so a
+ * peer that stops reading cannot hold a worker forever. */
+#define SERVER_SEND_TIMEOUT_MS 5000
+
+enum worker_state {
+	WORKER_STARTING, /* running worker_init */
+	WORKER_RECV,     /* waiting for a request; may be cancelled */
+	WORKER_BUSY,     /* handling a request or sending its reply */
+	WORKER_DONE,     /* left its loop, worker_fini done */
+};
+
+struct srv_worker {
+	shop_rpc_server *s;
+	int index;
+	nng_ctx ctx;
+	nng_aio *aio; /* no callback: the worker waits on it */
+	nng_thread *thr;
+	enum worker_state state; /* under s->mtx */
+};
+
+struct shop_rpc_server {
+	shop_rpc_server_config cfg;
+	nng_socket sock;
+	bool sock_open;
+	nng_mtx *mtx;
+	nng_cv *cv; /* signalled when a worker reaches WORKER_DONE */
+	bool stopping;
+	int n_workers; /* workers whose ctx and aio exist */
+	int n_threads; /* workers whose thread runs */
+	struct srv_worker *workers;
+};
+
+/* Copies the 32-hex trace id out of a W3C traceparent of version 00
+ * ("00-<32 hex>-<16 hex>-<2 hex>", lower case, ids not all zero). Returns
+ * false, leaving out "", for anything else. */
+static bool traceparent_trace_id(const char *tp, char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+	bool trace_nonzero = false, span_nonzero = false;
+
+	out[0] = '\0';
+	if (tp == NULL || strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' ||
+	    tp[52] != '-')
+		return false;
+	for (int i = 3; i < 55; i++) {
+		if (i == 35 || i == 52)
+			continue;
+		if (tp[i] == '\0' || strchr(hex, tp[i]) == NULL)
+			return false;
+		if (tp[i] != '0' && i < 35)
+			trace_nonzero = true;
+		if (tp[i] != '0' && i > 35 && i < 52)
+			span_nonzero = true;
+	}
+	if (!trace_nonzero || !span_nonzero)
+		return false;
+	memcpy(out, tp + 3, 32);
+	out[32] = '\0';
+	return true;
+}
+
+static const shop_rpc_method *method_find(const shop_rpc_server_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_methods; i++)
+		if (cfg->methods[i].name != NULL && strcmp(cfg->methods[i].name, name) == 0)
+			return &cfg->methods[i];
+	return NULL;
+}
+
+int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int worker_index,
+			   const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len)
+{
+	Shop__V1__RpcRequest *req = NULL;
+	ProtobufCMessage *payload = NULL;
+	const shop_rpc_method *m;
+	shop_rpc_reply reply;
+	shop_rpc_call call;
+	int rv;
+
+	shop_rpc_reply_init(&reply);
+	memset(&call, 0, sizeof(call));
+	if (in == NULL && in_len > 0)
+		in_len = 0;
+	req = in_len > 0 ? shop__v1__rpc_request__unpack(NULL, in_len, in) : NULL;
+	/* Zero bytes decode as an RpcRequest with every field empty; it names
+	 * no method, so it is answered as malformed too, not as unimplemented. */
+	if (req == NULL || req->method == NULL || req->method[0] == '\0') {
+		SHOP_LOG(WARN, "rpc: malformed request of %zu bytes", in_len);
+		shop_rpc_reply_error(
+		    &reply, SHOP_RPC_INVALID_ARGUMENT, "MALFORMED_REQUEST",
+		    "request is not a serialized shop.v1.RpcRequest with a method");
+		goto out_pack;
+	}
+	/* A malformed traceparent is not passed on: W3C says to start a new
+	 * trace rather than propagate one that does not parse. */
+	if (traceparent_trace_id(req->traceparent, call.trace_id))
+		call.traceparent = req->traceparent;
+	else
+		call.traceparent = "";
+	/* A negative deadline is a moment before 1970: already passed. */
+	if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < shop_now_unix_ms()) {
+		SHOP_LOG_T(WARN, call.trace_id, "rpc: %.100s arrived after its deadline",
+			   req->method);
+		shop_rpc_reply_error(&reply, SHOP_RPC_DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+				     "the deadline passed before the call was handled");
+		goto out_pack;
+	}
+	if ((m = method_find(cfg, req->method)) == NULL || m->handler == NULL) {
+		SHOP_LOG_T(WARN, call.trace_id, "rpc: unknown method %.100s", req->method);
+		shop_rpc_reply_error(&reply, SHOP_RPC_UNIMPLEMENTED, "UNIMPLEMENTED",
+				     "unknown method %.200s", req->method);
+		goto out_pack;
+	}
+	if (m->request != NULL) {
+		payload = protobuf_c_message_unpack(m->request, NULL, req->payload.len,
+						    req->payload.data);
+		if (payload == NULL) {
+			SHOP_LOG_T(WARN, call.trace_id, "rpc: %s: malformed payload of %zu bytes",
+				   m->name, req->payload.len);
+			shop_rpc_reply_error(&reply, SHOP_RPC_INVALID_ARGUMENT, "MALFORMED_PAYLOAD",
+					     "payload is not a serialized %s", m->request->name);
+			goto out_pack;
+		}
+	}
+	call.method = m->name;
+	call.deadline_unix_ms = req->deadline_unix_ms;
+	call.caller_user_id = req->caller_user_id;
+	call.worker = worker;
+	call.worker_index = worker_index;
+	m->handler(cfg->app, &call, payload, &reply);
+
+out_pack:
+	rv = shop_rpc_reply_pack(&reply, out, out_len);
+	if (payload != NULL)
+		protobuf_c_message_free_unpacked(payload, NULL);
+	if (req != NULL)
+		shop__v1__rpc_request__free_unpacked(req, NULL);
+	shop_rpc_reply_fini(&reply);
+	return rv;
+}
+
+/* Turns the request msg into its reply, in place (rep0 keeps the routing
+ * header in the context, so the message can be reused). Returns 0, or -1
+ * when no reply could be built at all. */
+static int worker_build_reply(shop_rpc_server *s, struct srv_worker *w, void *state, nng_msg *msg)
+{
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	int rv;
+
+	rv = shop_rpc_server_handle(&s->cfg, state, w->index, nng_msg_body(msg), nng_msg_len(msg),
+				    &out, &out_len);
+	nng_msg_clear(msg);
+	if (rv != 0) {
+		/* Out of memory: still answer, with a reply packed on the stack. */
+		Shop__V1__RpcResponse resp = SHOP__V1__RPC_RESPONSE__INIT;
+		uint8_t buf[64];
+
+		resp.code = SHOP_RPC_INTERNAL;
+		resp.reason = "INTERNAL";
+		out_len = shop__v1__rpc_response__pack(&resp, buf);
+		rv = nng_msg_append(msg, buf, out_len);
+	} else {
+		rv = nng_msg_append(msg, out, out_len);
+	}
+	free(out);
+	if (rv != 0) {
+		SHOP_LOG(ERROR, "rpc: worker %d: cannot build a reply: %s", w->index,
+			 nng_strerror(rv));
+		return -1;
+	}
+	return 0;
+}
+
+/* Handles one request; takes ownership of msg. */
+static void worker_serve(shop_rpc_server *s, struct srv_worker *w, void *state, nng_msg *msg)
+{
+	int rv;
+
+	if (worker_build_reply(s, w, state, msg) != 0) {
+		nng_msg_free(msg);
+		return;
+	}
+	nng_aio_set_msg(w->aio, msg);
+	nng_aio_set_timeout(w->aio, SERVER_SEND_TIMEOUT_MS);
+	nng_ctx_send(w->ctx, w->aio);
+	nng_aio_wait(w->aio);
+	if ((rv = nng_aio_result(w->aio)) != 0) {
+		/* On failure the message is still ours. */
+		nng_msg_free(nng_aio_get_msg(w->aio));
+		nng_aio_set_msg(w->aio, NULL);
+		SHOP_LOG(WARN, "rpc: worker %d: reply not sent: %s", w->index, nng_strerror(rv));
+	}
+}
+
+static void worker_main(void *arg)
+{
+	struct srv_worker *w = arg;
+	shop_rpc_server *s = w->s;
+	void *state = NULL;
+	int rv;
+
+	if (s->cfg.worker_init != NULL)
+		state = s->cfg.worker_init(s->cfg.app, w->index);
+	for (;;) {
+		/* The flag check and the receive are one step under the lock,
+		 * so destroy either sees WORKER_RECV and cancels the receive,
+		 * or this worker sees the flag. */
+		nng_mtx_lock(s->mtx);
+		if (s->stopping) {
+			nng_mtx_unlock(s->mtx);
+			break;
+		}
+		w->state = WORKER_RECV;
+		nng_aio_set_timeout(w->aio, NNG_DURATION_INFINITE);
+		nng_ctx_recv(w->ctx, w->aio);
+		nng_mtx_unlock(s->mtx);
+
+		nng_aio_wait(w->aio);
+		nng_mtx_lock(s->mtx);
+		w->state = WORKER_BUSY;
+		nng_mtx_unlock(s->mtx);
+
+		rv = nng_aio_result(w->aio);
+		if (rv == NNG_ECLOSED)
+			break;
+		if (rv == NNG_ECANCELED)
+			continue; /* destroy woke us; the loop sees the flag */
+		if (rv != 0) {
+			SHOP_LOG(WARN, "rpc: worker %d: receive failed: %s", w->index,
+				 nng_strerror(rv));
+			nng_msleep(10); /* do not spin on a persistent error */
+			continue;
+		}
+		worker_serve(s, w, state, nng_aio_get_msg(w->aio));
+		nng_aio_set_msg(w->aio, NULL);
+	}
+	if (s->cfg.worker_fini != NULL)
+		s->cfg.worker_fini(s->cfg.app, state);
+	nng_mtx_lock(s->mtx);
+	w->state = WORKER_DONE;
+	nng_cv_wake(s->cv);
+	nng_mtx_unlock(s->mtx);
+}
+
+/* Closes the socket, joins the threads and frees everything; the caller
+ * has set s->stopping already when threads run. */
+static void server_free(shop_rpc_server *s)
+{
+	if (s->sock_open)
+		nng_close(s->sock); /* fails pending receives and sends: ECLOSED */
+	for (int i = 0; i < s->n_threads; i++)
+		nng_thread_destroy(s->workers[i].thr); /* joins */
+	for (int i = 0; i < s->n_workers; i++)
+		nng_aio_free(s->workers[i].aio);
+	free(s->workers);
+	if (s->cv != NULL)
+		nng_cv_free(s->cv);
+	if (s->mtx != NULL)
+		nng_mtx_free(s->mtx);
+	free(s);
+}
+
+int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *cfg)
+{
+	shop_rpc_server *s;
+	int rv;
+
+	*out = NULL;
+	if (cfg == NULL || cfg->url == NULL || cfg->workers < 1 ||
+	    (cfg->methods == NULL && cfg->n_methods > 0))
+		return NNG_EINVAL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NNG_ENOMEM;
+	s->cfg = *cfg;
+	if ((rv = nng_mtx_alloc(&s->mtx)) != 0 || (rv = nng_cv_alloc(&s->cv, s->mtx)) != 0)
+		goto out_free;
+	if ((s->workers = calloc((size_t)cfg->workers, sizeof(*s->workers))) == NULL) {
+		rv = NNG_ENOMEM;
+		goto out_free;
+	}
+	if ((rv = nng_rep0_open(&s->sock)) != 0)
+		goto out_free;
+	s->sock_open = true;
+	if ((rv = shop_nng_socket_defaults(s->sock)) != 0)
+		goto out_free;
+	for (int i = 0; i < cfg->workers; i++) {
+		struct srv_worker *w = &s->workers[i];
+
+		w->s = s;
+		w->index = i;
+		w->state = WORKER_STARTING;
+		if ((rv = nng_ctx_open(&w->ctx, s->sock)) != 0)
+			goto out_free;
+		if ((rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0)
+			goto out_free;
+		s->n_workers++;
+	}
+	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0)
+		goto out_free;
+	for (int i = 0; i < cfg->workers; i++) {
+		char name[32];
+
+		if ((rv = nng_thread_create(&s->workers[i].thr, worker_main, &s->workers[i])) != 0)
+			goto out_stop;
+		snprintf(name, sizeof(name), "shop-rpc-%d", i);
+		nng_thread_set_name(s->workers[i].thr, name);
+		s->n_threads++;
+	}
+	SHOP_LOG(INFO, "rpc: serving %s with %d workers", cfg->url, cfg->workers);
+	*out = s;
+	return 0;
+
+out_stop:
+	nng_mtx_lock(s->mtx);
+	s->stopping = true;
+	nng_mtx_unlock(s->mtx);
+out_free:
+	SHOP_LOG(ERROR, "rpc: server on %s not started: %s", cfg->url, nng_strerror(rv));
+	server_free(s);
+	return rv;
+}
+
+void shop_rpc_server_destroy(shop_rpc_server *s, int grace_ms)
+{
+	nng_time until;
+
+	if (s == NULL)
+		return;
+	/* The listener stays open until the socket closes: closing it would
+	 * also close the pipes it accepted, and with them the replies of the
+	 * calls in flight. */
+	nng_mtx_lock(s->mtx);
+	s->stopping = true;
+	for (int i = 0; i < s->n_threads; i++)
+		if (s->workers[i].state == WORKER_RECV)
+			nng_aio_cancel(s->workers[i].aio);
+	until = nng_clock() + (nng_time)(grace_ms > 0 ? grace_ms : 0);
+	for (;;) {
+		int done = 0;
+
+		for (int i = 0; i < s->n_threads; i++)
+			done += s->workers[i].state == WORKER_DONE;
+		if (done == s->n_threads || nng_cv_until(s->cv, until) == NNG_ETIMEDOUT)
+			break;
+	}
+	nng_mtx_unlock(s->mtx);
+	SHOP_LOG(INFO, "rpc: stopped serving %s", s->cfg.url);
+	server_free(s);
+}

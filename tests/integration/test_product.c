@@ -1,54 +1,18 @@
 /* test_product.c -- the product service over a real nng socket and a real
  * PostgreSQL (SHOP_TEST_PG_DSN): create, list with paging, batch get. */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <nng/nng.h>
 
 #include "../cunit_main.h"
-#include "clock.h"
-#include "pg.h"
+#include "harness.h"
 #include "product.pb-c.h"
 #include "product_service.h"
 #include "product_store.h"
-#include "rpc_client.h"
-#include "rpc_server.h"
-#include "service.h"
-
-static const char *dsn;
-static char url[64];
-static shop_rpc_server *server;
-static shop_rpc_conn *conn;
-
-static void *worker_init(void *app, int index)
-{
-	shop_service_worker *w = calloc(1, sizeof(*w));
-
-	(void)app;
-	(void)index;
-	w->pg = shop_pg_create(dsn);
-	return w;
-}
-
-static void worker_fini(void *app, void *worker)
-{
-	shop_service_worker *w = worker;
-
-	(void)app;
-	shop_pg_destroy(w->pg);
-	free(w);
-}
 
 /* Calls method and returns the reply (caller frees), asserting transport success. */
 static Shop__V1__RpcResponse *call(const char *method, const ProtobufCMessage *req)
 {
-	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 5000};
-	Shop__V1__RpcResponse *resp = NULL;
-	int rv = shop_rpc_conn_call_sync(conn, method, req, &o, &resp);
+	Shop__V1__RpcResponse *resp = harness_call(method, req);
 
-	CU_ASSERT_EQUAL_FATAL(rv, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
 	return resp;
 }
@@ -249,41 +213,6 @@ static void test_product_page_token_round_trip(void)
 	CU_ASSERT_EQUAL(product_page_token_decode("v1.8000000000000000", &id), -1);
 }
 
-static int setup(void)
-{
-	shop_rpc_server_config cfg = {0};
-	shop_pg *pg;
-	PGresult *res;
-	int rv;
-
-	if ((dsn = getenv("SHOP_TEST_PG_DSN")) == NULL) {
-		fprintf(stderr, "SHOP_TEST_PG_DSN is not set (./shop test sets it)\n");
-		return -1;
-	}
-	pg = shop_pg_create(dsn);
-	if (shop_pg_migrate(pg, product_migrations, product_n_migrations) != 0) {
-		shop_pg_destroy(pg);
-		return -1;
-	}
-	res = shop_pg_query(pg, "TRUNCATE products", 0, NULL, NULL);
-	PQclear(res);
-	shop_pg_destroy(pg);
-
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", 29000 + getpid() % 1000);
-	cfg.url = url;
-	cfg.workers = 4;
-	cfg.methods = product_methods;
-	cfg.n_methods = product_n_methods;
-	cfg.worker_init = worker_init;
-	cfg.worker_fini = worker_fini;
-	if ((rv = shop_rpc_server_create(&server, &cfg)) != 0 ||
-	    (rv = shop_rpc_conn_create(&conn, url, 8, 64)) != 0) {
-		fprintf(stderr, "cannot start: %s\n", nng_strerror(rv));
-		return -1;
-	}
-	return 0;
-}
-
 int main(void)
 {
 	static const shop_test tests[] = {
@@ -297,10 +226,10 @@ int main(void)
 	};
 	int status;
 
-	if (setup() != 0)
+	if (harness_start("product", product_methods, product_n_methods, product_migrations,
+			  product_n_migrations, NULL, 29000) != 0)
 		return 1;
 	status = shop_test_run("product", tests, sizeof(tests) / sizeof(tests[0]));
-	shop_rpc_conn_destroy(conn);
-	shop_rpc_server_destroy(server, 1000);
+	harness_stop();
 	return status;
 }

@@ -1,0 +1,421 @@
+/* test_rpc_nng.c -- lib/rpc_server.c and lib/rpc_client.c over real nng tcp
+ * on 127.0.0.1. The tests run in order: the first starts the server the
+ * others call, the last stops it. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "../cunit_main.h"
+
+#include "clock.h"
+#include "product.pb-c.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
+
+#define LIST_METHOD "/shop.v1.ProductService/ListProducts"
+#define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#define TRACE_ID    "4bf92f3577b34da6a3ce929d0e0e4736"
+#define WORKERS     4
+
+static char url[64];
+static char dead_url[64]; /* nothing listens there */
+static shop_rpc_server *server;
+static int worker_state[WORKERS];
+static atomic_int workers_inited, workers_finied, handled;
+
+static void *worker_init(void *app, int index)
+{
+	(void)app;
+	atomic_fetch_add(&workers_inited, 1);
+	return &worker_state[index];
+}
+
+static void worker_fini(void *app, void *worker)
+{
+	(void)app;
+	if (worker != NULL)
+		atomic_fetch_add(&workers_finied, 1);
+}
+
+/* page_token "sleep" sleeps page_size ms. Replies with next_page_token
+ * "<caller_user_id>:<trace_id>:<worker state ok>". */
+static void list_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			 shop_rpc_reply *reply)
+{
+	const Shop__V1__ListProductsRequest *r = (const Shop__V1__ListProductsRequest *)req;
+	Shop__V1__ListProductsResponse resp = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+	char token[96];
+
+	(void)app;
+	atomic_fetch_add(&handled, 1);
+	if (strcmp(r->page_token, "sleep") == 0)
+		nng_msleep(r->page_size);
+	snprintf(token, sizeof(token), "%lld:%s:%d", (long long)call->caller_user_id,
+		 call->trace_id, call->worker == &worker_state[call->worker_index]);
+	resp.next_page_token = token;
+	shop_rpc_reply_ok(reply, &resp.base);
+}
+
+static const shop_rpc_method methods[] = {
+    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler},
+};
+
+static shop_rpc_call_opts opts_in(int64_t ms)
+{
+	shop_rpc_call_opts o = {.traceparent = TRACEPARENT, .caller_user_id = 42};
+
+	o.deadline_unix_ms = shop_now_unix_ms() + ms;
+	return o;
+}
+
+/* Collects async completions: per-call counts and results. */
+#define MAX_CALLS 256
+static struct {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	int done;
+	int count[MAX_CALLS];
+	int rv[MAX_CALLS];
+	int code[MAX_CALLS];
+} col = {.mtx = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void col_reset(void)
+{
+	pthread_mutex_lock(&col.mtx);
+	col.done = 0;
+	memset(col.count, 0, sizeof(col.count));
+	memset(col.rv, 0, sizeof(col.rv));
+	memset(col.code, 0, sizeof(col.code));
+	pthread_mutex_unlock(&col.mtx);
+}
+
+static void col_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
+{
+	int i = (int)(intptr_t)arg;
+
+	pthread_mutex_lock(&col.mtx);
+	col.count[i]++;
+	col.rv[i] = rv;
+	col.code[i] = resp != NULL ? resp->code : -1;
+	col.done++;
+	pthread_cond_broadcast(&col.cv);
+	pthread_mutex_unlock(&col.mtx);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+/* Waits until n completions or ms pass; returns the number seen. */
+static int col_wait(int n, int ms)
+{
+	struct timespec until;
+	int done;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&col.mtx);
+	while (col.done < n && pthread_cond_timedwait(&col.cv, &col.mtx, &until) == 0)
+		;
+	done = col.done;
+	pthread_mutex_unlock(&col.mtx);
+	return done;
+}
+
+static int call_list(shop_rpc_conn *c, int i, int32_t page_size, const char *token, int64_t ms)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = opts_in(ms);
+
+	req.page_size = page_size;
+	req.page_token = (char *)token;
+	return shop_rpc_conn_call(c, LIST_METHOD, &req.base, &o, col_done, (void *)(intptr_t)i);
+}
+
+/* Sends raw bytes on a fresh REQ socket and unpacks the reply. */
+static Shop__V1__RpcResponse *raw_call(const void *buf, size_t len)
+{
+	Shop__V1__RpcResponse *resp = NULL;
+	nng_socket s;
+	nng_msg *msg = NULL;
+
+	if (nng_req0_open(&s) != 0)
+		return NULL;
+	if (shop_nng_socket_defaults(s) == 0 && nng_dial(s, url, NULL, 0) == 0 &&
+	    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000) == 0 &&
+	    nng_send(s, (void *)buf, len, 0) == 0 && nng_recvmsg(s, &msg, 0) == 0) {
+		resp = shop__v1__rpc_response__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+		nng_msg_free(msg);
+	}
+	nng_close(s);
+	return resp;
+}
+
+static void test_rpc_nng_server_starts_with_workers(void)
+{
+	shop_rpc_server_config cfg = {
+	    .url = url,
+	    .workers = WORKERS,
+	    .methods = methods,
+	    .n_methods = 1,
+	    .worker_init = worker_init,
+	    .worker_fini = worker_fini,
+	};
+	shop_rpc_server *second = NULL;
+	int port = 27000 + (int)(getpid() % 1000);
+
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+	snprintf(dead_url, sizeof(dead_url), "tcp://127.0.0.1:%d", port + 1000);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&server, &cfg), 0);
+	/* The same address twice fails and leaves nothing behind. */
+	CU_ASSERT_EQUAL(shop_rpc_server_create(&second, &cfg), NNG_EADDRINUSE);
+	CU_ASSERT_PTR_NULL(second);
+	for (int i = 0; i < 100 && atomic_load(&workers_inited) < WORKERS; i++)
+		nng_msleep(10);
+	CU_ASSERT_EQUAL(atomic_load(&workers_inited), WORKERS);
+}
+
+static void test_rpc_nng_sync_round_trip(void)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	Shop__V1__ListProductsResponse *lr;
+	Shop__V1__RpcResponse *resp = NULL;
+	shop_rpc_call_opts o = opts_in(5000);
+	shop_rpc_conn *c = NULL;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 4, 16), 0);
+	CU_ASSERT_STRING_EQUAL(shop_rpc_conn_url(c), url);
+	CU_ASSERT_EQUAL(shop_rpc_conn_call_sync(c, LIST_METHOD, &req.base, &o, &resp), 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
+	CU_ASSERT_EQUAL(resp->code, 0);
+	lr = shop__v1__list_products_response__unpack(NULL, resp->payload.len, resp->payload.data);
+	CU_ASSERT_PTR_NOT_NULL(lr);
+	if (lr != NULL) {
+		CU_ASSERT_STRING_EQUAL(lr->next_page_token, "42:" TRACE_ID ":1");
+		shop__v1__list_products_response__free_unpacked(lr, NULL);
+	}
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_200_async_calls_complete_once(void)
+{
+	shop_rpc_conn *c = NULL;
+	int accepted = 0;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 8, 1024), 0);
+	for (int i = 0; i < 200; i++)
+		accepted += call_list(c, i, 2, "sleep", 10000) == 0;
+	CU_ASSERT_EQUAL(accepted, 200);
+	CU_ASSERT_EQUAL(col_wait(200, 15000), 200);
+	nng_msleep(50); /* a second completion would show up by now */
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < 200; i++) {
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		CU_ASSERT_EQUAL(col.code[i], 0);
+	}
+	CU_ASSERT_EQUAL(col.done, 200);
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_full_queue_is_eagain(void)
+{
+	shop_rpc_conn *c = NULL;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 1, 1), 0);
+	CU_ASSERT_EQUAL(call_list(c, 0, 200, "sleep", 5000), 0); /* runs */
+	CU_ASSERT_EQUAL(call_list(c, 1, 0, "", 5000), 0);        /* waits */
+	CU_ASSERT_EQUAL(call_list(c, 2, 0, "", 5000), NNG_EAGAIN);
+	CU_ASSERT_EQUAL(col_wait(2, 5000), 2);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.rv[0], 0);
+	CU_ASSERT_EQUAL(col.rv[1], 0);
+	CU_ASSERT_EQUAL(col.count[2], 0); /* refused calls never complete */
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_junk_bytes_get_invalid_argument(void)
+{
+	static const char junk[] = "\xff\xff\xff\xff\x0f not a protobuf";
+	Shop__V1__RpcResponse *resp = raw_call(junk, sizeof(junk));
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
+	CU_ASSERT_EQUAL(resp->code, 3);
+	CU_ASSERT_STRING_EQUAL(resp->reason, "MALFORMED_REQUEST");
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+static void test_rpc_nng_unknown_method_is_unimplemented(void)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp = NULL;
+	shop_rpc_call_opts o = opts_in(5000);
+	shop_rpc_conn *c = NULL;
+
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 2, 2), 0);
+	CU_ASSERT_EQUAL(shop_rpc_conn_call_sync(c, "/shop.v1.Nope/Nope", &req.base, &o, &resp), 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
+	CU_ASSERT_EQUAL(resp->code, 12);
+	CU_ASSERT_STRING_EQUAL(resp->reason, "UNIMPLEMENTED");
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_passed_deadline_is_deadline_exceeded(void)
+{
+	Shop__V1__RpcRequest env = SHOP__V1__RPC_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp;
+	int before = atomic_load(&handled);
+	uint8_t buf[128];
+	size_t len;
+
+	env.method = LIST_METHOD;
+	env.deadline_unix_ms = shop_now_unix_ms() - 1000;
+	len = shop__v1__rpc_request__pack(&env, buf);
+	resp = raw_call(buf, len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
+	CU_ASSERT_EQUAL(resp->code, 4);
+	CU_ASSERT_STRING_EQUAL(resp->reason, "DEADLINE_EXCEEDED");
+	CU_ASSERT_EQUAL(atomic_load(&handled), before);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+static void test_rpc_nng_client_passed_deadline_fails_without_sending(void)
+{
+	int before = atomic_load(&handled);
+	shop_rpc_conn *c = NULL;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 1, 1), 0);
+	CU_ASSERT_EQUAL(call_list(c, 0, 0, "", -10), 0);
+	CU_ASSERT_EQUAL(col_wait(1, 2000), 1);
+	nng_msleep(100);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.count[0], 1);
+	CU_ASSERT_EQUAL(col.rv[0], NNG_ETIMEDOUT);
+	pthread_mutex_unlock(&col.mtx);
+	CU_ASSERT_EQUAL(atomic_load(&handled), before);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_slow_server_times_out_once(void)
+{
+	shop_rpc_conn *c = NULL;
+	int64_t t0, elapsed;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 2, 2), 0);
+	t0 = shop_now_mono_us();
+	CU_ASSERT_EQUAL(call_list(c, 0, 600, "sleep", 200), 0);
+	CU_ASSERT_EQUAL(col_wait(1, 3000), 1);
+	elapsed = (shop_now_mono_us() - t0) / 1000;
+	CU_ASSERT(elapsed >= 150 && elapsed < 550);
+	nng_msleep(700); /* the late reply arrives and must be dropped */
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.count[0], 1);
+	CU_ASSERT_EQUAL(col.rv[0], NNG_ETIMEDOUT);
+	pthread_mutex_unlock(&col.mtx);
+	/* The slot is reusable after the abandoned request. */
+	CU_ASSERT_EQUAL(call_list(c, 1, 0, "", 3000), 0);
+	CU_ASSERT_EQUAL(col_wait(2, 3000), 2);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.rv[1], 0);
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_no_server_times_out(void)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp = NULL;
+	shop_rpc_call_opts o = opts_in(300);
+	shop_rpc_conn *c = NULL;
+
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, dead_url, 2, 2), 0);
+	CU_ASSERT_EQUAL(shop_rpc_conn_call_sync(c, LIST_METHOD, &req.base, &o, &resp),
+			NNG_ETIMEDOUT);
+	CU_ASSERT_PTR_NULL(resp);
+	shop_rpc_conn_destroy(c);
+}
+
+static void test_rpc_nng_destroy_fails_calls_in_flight(void)
+{
+	shop_rpc_conn *c = NULL;
+	int accepted = 0;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 2, 10), 0);
+	for (int i = 0; i < 8; i++)
+		accepted += call_list(c, i, 400, "sleep", 5000) == 0;
+	CU_ASSERT_EQUAL(accepted, 8);
+	nng_msleep(50); /* two are on the wire, six wait */
+	shop_rpc_conn_destroy(c);
+	/* destroy returns only after every callback ran. */
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.done, 8);
+	for (int i = 0; i < 8; i++) {
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], NNG_ECLOSED);
+	}
+	pthread_mutex_unlock(&col.mtx);
+	nng_msleep(500); /* let the server finish the two slow calls */
+}
+
+static void test_rpc_nng_server_destroy_drains_calls_in_flight(void)
+{
+	shop_rpc_conn *c = NULL;
+	int64_t t0;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 2, 2), 0);
+	CU_ASSERT_EQUAL(call_list(c, 0, 300, "sleep", 5000), 0);
+	nng_msleep(100); /* in the handler now */
+	t0 = shop_now_mono_us();
+	shop_rpc_server_destroy(server, 3000);
+	server = NULL;
+	CU_ASSERT((shop_now_mono_us() - t0) / 1000 < 2000);
+	CU_ASSERT_EQUAL(col_wait(1, 3000), 1);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.rv[0], 0);
+	CU_ASSERT_EQUAL(col.code[0], 0);
+	pthread_mutex_unlock(&col.mtx);
+	CU_ASSERT_EQUAL(atomic_load(&workers_finied), WORKERS);
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(NULL, 0);
+	shop_rpc_conn_destroy(NULL);
+}
+
+SHOP_TEST_MAIN("rpc_nng",
+	       {"server starts with its workers", test_rpc_nng_server_starts_with_workers},
+	       {"sync round trip", test_rpc_nng_sync_round_trip},
+	       {"200 async calls through a pool of 8 complete once",
+		test_rpc_nng_200_async_calls_complete_once},
+	       {"a full queue is NNG_EAGAIN", test_rpc_nng_full_queue_is_eagain},
+	       {"junk bytes get INVALID_ARGUMENT", test_rpc_nng_junk_bytes_get_invalid_argument},
+	       {"unknown method is UNIMPLEMENTED", test_rpc_nng_unknown_method_is_unimplemented},
+	       {"passed deadline is DEADLINE_EXCEEDED",
+		test_rpc_nng_passed_deadline_is_deadline_exceeded},
+	       {"client: passed deadline fails without sending",
+		test_rpc_nng_client_passed_deadline_fails_without_sending},
+	       {"slow server: NNG_ETIMEDOUT, once", test_rpc_nng_slow_server_times_out_once},
+	       {"no server: NNG_ETIMEDOUT", test_rpc_nng_no_server_times_out},
+	       {"conn destroy fails calls in flight with NNG_ECLOSED",
+		test_rpc_nng_destroy_fails_calls_in_flight},
+	       {"server destroy lets calls in flight finish",
+		test_rpc_nng_server_destroy_drains_calls_in_flight})
