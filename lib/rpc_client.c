@@ -66,6 +66,7 @@ struct shop_rpc_conn {
 	int n_idle;
 	struct rpc_call *q_head, *q_tail;
 	int q_len, q_max;
+	int pipes; /* connected pipes (0 or 1: one peer per socket), under mtx */
 };
 
 int shop_nng_socket_defaults(nng_socket s)
@@ -78,6 +79,37 @@ int shop_nng_socket_defaults(nng_socket s)
 	 * Only a socket without tcp support refuses it, and then it is moot. */
 	rv = nng_socket_set_bool(s, NNG_OPT_TCP_NODELAY, true);
 	return rv == NNG_ENOTSUP ? 0 : rv;
+}
+
+/* Pipe events, on an nng thread. When the last pipe closes the peer is
+ * gone (killed, crashed, stopped): calls in flight on it can never be
+ * answered, so they fail now with NNG_ECONNRESET instead of waiting for
+ * their deadline (REQ would otherwise hold them for a pipe that may never
+ * come back). */
+static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	shop_rpc_conn *c = arg;
+
+	(void)p;
+	nng_mtx_lock(c->mtx);
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		c->pipes++;
+	} else if (ev == NNG_PIPE_EV_REM_POST && c->pipes > 0 && --c->pipes == 0) {
+		for (int i = 0; i < c->n_slots; i++)
+			if (c->slots[i].call != NULL)
+				nng_aio_abort(c->slots[i].aio, NNG_ECONNRESET);
+	}
+	nng_mtx_unlock(c->mtx);
+}
+
+bool shop_rpc_conn_is_up(shop_rpc_conn *c)
+{
+	bool up;
+
+	nng_mtx_lock(c->mtx);
+	up = c->pipes > 0;
+	nng_mtx_unlock(c->mtx);
+	return up;
 }
 
 static void call_free(struct rpc_call *call)
@@ -269,6 +301,12 @@ int shop_rpc_conn_create(shop_rpc_conn **out, const char *url, int pool, int que
 		c->n_slots++;
 		c->idle[c->n_idle++] = i;
 	}
+	if ((rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, conn_pipe_cb, c)) != 0 ||
+	    (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, conn_pipe_cb, c)) != 0)
+		goto out_free;
+	/* Redial a restarted peer quickly. */
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
 	if ((rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0)
 		goto out_free;
 	*out = c;

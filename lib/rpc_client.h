@@ -8,6 +8,7 @@
 #ifndef SHOP_RPC_CLIENT_H
 #define SHOP_RPC_CLIENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <nng/nng.h>
@@ -25,9 +26,9 @@ typedef struct shop_rpc_call_opts {
 /* Called exactly once per accepted call, on an nng thread; must not block.
  * rv == 0: resp is the unpacked reply, and the callback owns it (free with
  * shop__v1__rpc_response__free_unpacked(resp, NULL)). rv != 0: an nng
- * transport error (NNG_ETIMEDOUT at the deadline, NNG_ECLOSED, NNG_EAGAIN
- * when the queue is full, NNG_EPROTO for a reply that does not parse), and
- * resp is NULL. */
+ * transport error (NNG_ETIMEDOUT at the deadline, NNG_ECLOSED, NNG_EPROTO for
+ * a reply that does not parse), and resp is NULL. Must not call
+ * shop_rpc_conn_destroy. */
 typedef void (*shop_rpc_done_fn)(void *arg, int rv, Shop__V1__RpcResponse *resp);
 
 /* Dials url (non-blocking: the dialer reconnects in the background).
@@ -40,7 +41,8 @@ const char *shop_rpc_conn_url(const shop_rpc_conn *c);
 
 /* Starts a call. req is packed before return (borrowed). Returns 0 when the
  * call was accepted (done will run exactly once, possibly before this
- * returns), or an nng error (done will not run). */
+ * returns), or an nng error (done will not run): NNG_EAGAIN when the wait
+ * queue is full, NNG_EMSGSIZE when the request exceeds SHOP_RPC_MAX_MSG. */
 int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
 		       const shop_rpc_call_opts *o, shop_rpc_done_fn done, void *arg);
 
@@ -48,6 +50,11 @@ int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMess
  * from a worker thread. On 0, *resp is owned by the caller. */
 int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
 			    const shop_rpc_call_opts *o, Shop__V1__RpcResponse **resp);
+
+/* True while the socket has a live connection to its peer. A call made
+ * while it is down waits (until its deadline) for the dialer to reconnect;
+ * callers with another instance to choose prefer one that is up. */
+bool shop_rpc_conn_is_up(shop_rpc_conn *c);
 
 /* Sets NNG_OPT_RECVMAXSZ and the other options every shop socket gets. */
 int shop_nng_socket_defaults(nng_socket s);

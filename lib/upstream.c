@@ -107,20 +107,31 @@ static void upstream_call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	free(call);
 }
 
-/* Picks an instance of service by weight. Returns 0 and fills *pick, or
- * NNG_ENOENT when none is healthy. */
-static int upstream_pick(shop_upstream *u, const char *service, shop_instance *pick)
+/* Picks an instance of service by weight among the healthy ones whose
+ * connection is up; when none is up (all just started, or all gone) among
+ * all the healthy ones, so that a call can wait for a reconnect. Returns 0
+ * and fills *pick and *conn, or NNG_ENOENT when none is healthy. */
+static int upstream_pick(shop_upstream *u, const char *service, shop_instance *pick,
+			 shop_rpc_conn **conn)
 {
 	shop_instance inst[UPSTREAM_MAX_PICK];
+	shop_rpc_conn *conns[UPSTREAM_MAX_PICK];
 	uint32_t weights[UPSTREAM_MAX_PICK];
-	int n, i;
+	int n, i, n_up = 0;
 
 	n = shop_registry_view_get(u->view, service, true, inst, UPSTREAM_MAX_PICK);
-	for (i = 0; i < n; i++)
-		weights[i] = inst[i].weight;
+	for (i = 0; i < n; i++) {
+		conns[i] = upstream_conn_get(u, inst[i].rpc_url);
+		weights[i] = conns[i] != NULL && shop_rpc_conn_is_up(conns[i]) ? inst[i].weight : 0;
+		n_up += weights[i] > 0;
+	}
+	if (n_up == 0)
+		for (i = 0; i < n; i++)
+			weights[i] = conns[i] != NULL ? inst[i].weight : 0;
 	if ((i = shop_balancer_pick(weights, n, shop_random_u64())) < 0)
 		return NNG_ENOENT;
 	*pick = inst[i];
+	*conn = conns[i];
 	return 0;
 }
 
@@ -133,10 +144,8 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 	upstream_call *call;
 	int rv;
 
-	if ((rv = upstream_pick(u, service, &pick)) != 0)
+	if ((rv = upstream_pick(u, service, &pick, &conn)) != 0)
 		return rv;
-	if ((conn = upstream_conn_get(u, pick.rpc_url)) == NULL)
-		return NNG_ENOMEM;
 	if ((call = malloc(sizeof(*call))) == NULL)
 		return NNG_ENOMEM;
 	call->done = done;
@@ -157,10 +166,8 @@ int shop_upstream_call_sync(shop_upstream *u, const char *service, const char *m
 
 	if (cap > 0)
 		instance[0] = '\0';
-	if ((rv = upstream_pick(u, service, &pick)) != 0)
+	if ((rv = upstream_pick(u, service, &pick, &conn)) != 0)
 		return rv;
-	if ((conn = upstream_conn_get(u, pick.rpc_url)) == NULL)
-		return NNG_ENOMEM;
 	if (cap > 0)
 		snprintf(instance, cap, "%s", pick.instance);
 	return shop_rpc_conn_call_sync(conn, method, req, o, resp);

@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""run.py -- the e2e runner: `./shop up`, every case against the running
+stack over HTTP and nng, then `./shop down`, and the line
+"e2e: N passed, N failed". Exits non-zero on any failure.
+
+Usage: /usr/bin/python3 tests/e2e/run.py [-k SUBSTRING]
+Environment: SHOP_VAR (default var/test), SHOP_PORT_OFFSET (default 10000).
+No case is ever skipped: a case that cannot run (the stack did not come up)
+counts as failed.
+"""
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True
+
+import stack  # noqa: E402
+import test_errors  # noqa: E402
+import test_lifecycle  # noqa: E402
+import test_products  # noqa: E402
+import test_registry  # noqa: E402
+import test_rpc  # noqa: E402
+
+CASE_TIMEOUT_S = 180
+
+# In order: the lifecycle cases bracket the rest; faults come last before down.
+CASES = (
+    [test_lifecycle.test_up_starts_the_stack]
+    + test_products.CASES
+    + test_errors.CASES
+    + test_rpc.CASES
+    + test_registry.CASES
+    + [test_lifecycle.test_status_shows_every_instance_healthy,
+       test_lifecycle.test_up_twice_is_harmless]
+    + test_registry.FAULT_CASES
+    + [test_lifecycle.test_down_leaves_no_process]
+)
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout("case took longer than %d s" % CASE_TIMEOUT_S)
+
+
+def main(argv):
+    only = None
+    if len(argv) == 3 and argv[1] == "-k":
+        only = argv[2]
+    signal.signal(signal.SIGALRM, _alarm)
+    print("e2e: stack in %s, port offset %d" % (stack.VAR, stack.OFFSET), flush=True)
+    passed = failed = 0
+    up_ok = True
+    down_ran = False
+    for case in CASES:
+        name = case.__name__
+        always = case in (test_lifecycle.test_up_starts_the_stack,
+                          test_lifecycle.test_down_leaves_no_process)
+        if only and only not in name and not always:
+            continue
+        if not up_ok and not always:
+            print("FAIL %s: not run, the stack did not come up" % name, flush=True)
+            failed += 1
+            continue
+        t0 = time.monotonic()
+        signal.alarm(CASE_TIMEOUT_S)
+        try:
+            note = case()
+            signal.alarm(0)
+            passed += 1
+            extra = (" -- " + note) if note else ""
+            print("ok   %s (%.2f s)%s" % (name, time.monotonic() - t0, extra), flush=True)
+        except Exception as e:  # noqa: BLE001 -- any exception fails the case
+            signal.alarm(0)
+            failed += 1
+            print("FAIL %s (%.2f s): %s" % (name, time.monotonic() - t0, e), flush=True)
+            if not isinstance(e, (stack.Fail, Timeout)):
+                traceback.print_exc(file=sys.stdout)
+            if case is test_lifecycle.test_up_starts_the_stack:
+                up_ok = False
+        if case is test_lifecycle.test_down_leaves_no_process:
+            down_ran = True
+    if not down_ran:
+        stack.shop("down")
+    print("e2e: %d passed, %d failed" % (passed, failed), flush=True)
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
