@@ -1,2 +1,434 @@
-/* registry_client.c -- placeholder, being written. */
-typedef int shop_placeholder_registry_client;
+/* registry_client.c -- an instance's side of discovery: the RESPONDENT that
+ * answers the registry's surveys, and the cached view of its lookups. */
+#include "registry_client.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/survey0/respond.h>
+
+#include "clock.h"
+#include "log.h"
+#include "registry.pb-c.h"
+#include "rpc_client.h"
+
+/* Fast reconnects, so that an instance is back in the table within about a
+ * survey of the registry's restart. */
+#define ADV_RECONN_MIN_MS 50
+#define ADV_RECONN_MAX_MS 500
+/* Shortest wait for a lookup answer, however short the refresh. */
+#define VIEW_MIN_TIMEOUT_MS 250
+
+/* Copies a string field; false when it is missing or does not fit. */
+static bool copy_field(char *dst, size_t cap, const char *src)
+{
+	size_t n;
+
+	if (src == NULL || (n = strlen(src)) >= cap)
+		return false;
+	memcpy(dst, src, n + 1);
+	return true;
+}
+
+/* Advert -> shop_instance; false when a field is too long to hold. */
+static bool instance_from_advert(shop_instance *out, const Shop__V1__Advert *ad)
+{
+	memset(out, 0, sizeof(*out));
+	out->weight = ad->weight;
+	out->healthy = ad->healthy != 0;
+	out->started_unix_ms = ad->started_unix_ms;
+	return copy_field(out->service, sizeof(out->service), ad->service) &&
+	       copy_field(out->instance, sizeof(out->instance), ad->instance) &&
+	       copy_field(out->rpc_url, sizeof(out->rpc_url), ad->rpc_url) &&
+	       copy_field(out->admin_url, sizeof(out->admin_url), ad->admin_url) &&
+	       copy_field(out->version, sizeof(out->version), ad->version);
+}
+
+static int instance_cmp(const void *pa, const void *pb)
+{
+	const shop_instance *a = pa, *b = pb;
+	int c = strcmp(a->service, b->service);
+
+	return c != 0 ? c : strcmp(a->instance, b->instance);
+}
+
+/* ---- advertiser ---------------------------------------------------------- */
+
+struct shop_advertiser {
+	nng_socket sock;
+	nng_aio *aio;
+	bool sending;        /* the aio carries an answer, not a receive; aio callback only */
+	pthread_mutex_t mtx; /* guards self and stopping */
+	shop_instance self;
+	bool stopping;
+};
+
+/* Turns a received survey into this instance's Advert, in place. */
+static int adv_fill(shop_advertiser *a, nng_msg *msg)
+{
+	Shop__V1__Advert ad = SHOP__V1__ADVERT__INIT;
+	Shop__V1__Survey *sv;
+	shop_instance self;
+	size_t len;
+	int rv;
+
+	/* A body that is not a Survey did not come from a registry. */
+	if ((sv = shop__v1__survey__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL)
+		return NNG_EPROTO;
+	shop__v1__survey__free_unpacked(sv, NULL);
+
+	pthread_mutex_lock(&a->mtx);
+	self = a->self;
+	pthread_mutex_unlock(&a->mtx);
+
+	ad.service = self.service;
+	ad.instance = self.instance;
+	ad.rpc_url = self.rpc_url;
+	ad.admin_url = self.admin_url;
+	ad.weight = self.weight;
+	ad.healthy = self.healthy;
+	ad.version = self.version;
+	ad.started_unix_ms = self.started_unix_ms;
+	len = shop__v1__advert__get_packed_size(&ad);
+	nng_msg_clear(msg);
+	if ((rv = nng_msg_realloc(msg, len)) != 0)
+		return rv;
+	shop__v1__advert__pack(&ad, nng_msg_body(msg));
+	return 0;
+}
+
+/* recv survey -> send advert -> recv survey ... until the socket closes or
+ * destroy stops the aio. */
+static void adv_cb(void *arg)
+{
+	shop_advertiser *a = arg;
+	int rv = nng_aio_result(a->aio);
+	nng_msg *msg;
+	bool stopping;
+
+	if (a->sending) {
+		a->sending = false;
+		if (rv != 0)
+			nng_msg_free(nng_aio_get_msg(a->aio)); /* still ours on failure */
+	} else if (rv == 0) {
+		msg = nng_aio_get_msg(a->aio);
+		if (adv_fill(a, msg) == 0) {
+			a->sending = true;
+			nng_aio_set_msg(a->aio, msg);
+			nng_send_aio(a->sock, a->aio);
+			return;
+		}
+		nng_msg_free(msg);
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return;
+	pthread_mutex_lock(&a->mtx);
+	stopping = a->stopping;
+	pthread_mutex_unlock(&a->mtx);
+	if (!stopping)
+		nng_recv_aio(a->sock, a->aio);
+}
+
+int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const shop_instance *self)
+{
+	shop_advertiser *a;
+	int rv;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return NNG_ENOMEM;
+	a->self = *self;
+	if (pthread_mutex_init(&a->mtx, NULL) != 0) {
+		rv = NNG_ENOMEM;
+		goto out_free;
+	}
+	if ((rv = nng_respondent0_open(&a->sock)) != 0)
+		goto out_mtx;
+	if ((rv = shop_nng_socket_defaults(a->sock)) != 0 ||
+	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0)
+		goto out_sock;
+	if ((rv = nng_aio_alloc(&a->aio, adv_cb, a)) != 0)
+		goto out_sock;
+	/* Non-blocking: the registry need not be up yet. */
+	if ((rv = nng_dial(a->sock, survey_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		SHOP_LOG(ERROR, "advertiser: dial %s: %s", survey_url, nng_strerror(rv));
+		goto out_aio;
+	}
+	nng_recv_aio(a->sock, a->aio);
+	*out = a;
+	return 0;
+
+out_aio:
+	nng_aio_free(a->aio);
+out_sock:
+	nng_close(a->sock);
+out_mtx:
+	pthread_mutex_destroy(&a->mtx);
+out_free:
+	free(a);
+	return rv;
+}
+
+void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy)
+{
+	pthread_mutex_lock(&a->mtx);
+	a->self.healthy = healthy;
+	pthread_mutex_unlock(&a->mtx);
+}
+
+void shop_advertiser_destroy(shop_advertiser *a)
+{
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->mtx);
+	a->stopping = true;
+	a->self.healthy = false;
+	pthread_mutex_unlock(&a->mtx);
+	nng_aio_stop(a->aio); /* waits for a running callback; frees a pending answer */
+	nng_close(a->sock);   /* the registry sees the pipe close */
+	nng_aio_free(a->aio);
+	pthread_mutex_destroy(&a->mtx);
+	free(a);
+}
+
+/* ---- view ------------------------------------------------------------------ */
+
+struct shop_registry_view {
+	nng_socket sock;
+	int refresh_ms;
+	pthread_t thread;
+	pthread_mutex_t mtx; /* guards everything below */
+	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
+	bool stop;
+	shop_instance *inst; /* sorted by service, then instance */
+	size_t n;
+	uint64_t revision;   /* 0 before the first good answer */
+	int64_t got_mono_us; /* when the last good answer came */
+	bool failing;        /* the last attempt failed (log transitions only) */
+};
+
+/* Turns an Instances answer into a sorted, malloc'd array. Returns 0,
+ * NNG_EPROTO for an answer that does not parse or says revision 0. */
+static int view_decode(nng_msg *msg, shop_instance **out, size_t *n, uint64_t *revision)
+{
+	Shop__V1__Instances *in;
+	shop_instance *v = NULL;
+	size_t cnt = 0;
+	int rv = 0;
+
+	if ((in = shop__v1__instances__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL)
+		return NNG_EPROTO;
+	if (in->revision == 0) {
+		rv = NNG_EPROTO; /* the registry did not understand us */
+		goto out_in;
+	}
+	if (in->n_instances > 0 && (v = calloc(in->n_instances, sizeof(*v))) == NULL) {
+		rv = NNG_ENOMEM;
+		goto out_in;
+	}
+	for (size_t i = 0; i < in->n_instances; i++) {
+		/* An advert too large to hold is left out, not truncated. */
+		if (instance_from_advert(&v[cnt], in->instances[i]))
+			cnt++;
+	}
+	if (cnt > 1) /* qsort wants a non-NULL base even for nothing */
+		qsort(v, cnt, sizeof(*v), instance_cmp);
+	*out = v;
+	*n = cnt;
+	*revision = in->revision;
+out_in:
+	shop__v1__instances__free_unpacked(in, NULL);
+	return rv;
+}
+
+/* One Lookup{service=""} round trip; on success replaces the cache. */
+static int view_refresh(shop_registry_view *v)
+{
+	Shop__V1__Lookup req = SHOP__V1__LOOKUP__INIT;
+	shop_instance *inst = NULL, *old;
+	nng_msg *msg = NULL;
+	uint64_t revision;
+	size_t n;
+	int rv;
+
+	req.service = "";
+	if ((rv = nng_msg_alloc(&msg, shop__v1__lookup__get_packed_size(&req))) != 0)
+		return rv;
+	shop__v1__lookup__pack(&req, nng_msg_body(msg));
+	if ((rv = nng_sendmsg(v->sock, msg, 0)) != 0) {
+		nng_msg_free(msg); /* still ours on failure */
+		return rv;
+	}
+	msg = NULL;
+	if ((rv = nng_recvmsg(v->sock, &msg, 0)) != 0)
+		return rv;
+	rv = view_decode(msg, &inst, &n, &revision);
+	nng_msg_free(msg);
+	if (rv != 0)
+		return rv;
+
+	pthread_mutex_lock(&v->mtx);
+	old = v->inst;
+	v->inst = inst;
+	v->n = n;
+	v->revision = revision;
+	v->got_mono_us = shop_now_mono_us();
+	pthread_mutex_unlock(&v->mtx);
+	free(old);
+	return 0;
+}
+
+static void *view_main(void *arg)
+{
+	shop_registry_view *v = arg;
+	struct timespec until;
+	int rv;
+
+	pthread_mutex_lock(&v->mtx);
+	while (!v->stop) {
+		pthread_mutex_unlock(&v->mtx);
+		rv = view_refresh(v);
+		pthread_mutex_lock(&v->mtx);
+		if (rv != 0 && !v->failing && !v->stop)
+			SHOP_LOG(WARN, "registry view: lookup failed (%s); keeping revision %llu",
+				 nng_strerror(rv), (unsigned long long)v->revision);
+		else if (rv == 0 && v->failing)
+			SHOP_LOG(INFO, "registry view: lookups answered again (revision %llu)",
+				 (unsigned long long)v->revision);
+		v->failing = rv != 0;
+
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += v->refresh_ms / 1000;
+		until.tv_nsec += (long)(v->refresh_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!v->stop && pthread_cond_timedwait(&v->cv, &v->mtx, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&v->mtx);
+	return NULL;
+}
+
+int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, int refresh_ms)
+{
+	shop_registry_view *v;
+	pthread_condattr_t ca;
+	int timeout, rv;
+
+	if (refresh_ms <= 0)
+		return NNG_EINVAL;
+	if ((v = calloc(1, sizeof(*v))) == NULL)
+		return NNG_ENOMEM;
+	v->refresh_ms = refresh_ms;
+	timeout = refresh_ms > VIEW_MIN_TIMEOUT_MS ? refresh_ms : VIEW_MIN_TIMEOUT_MS;
+	if (pthread_mutex_init(&v->mtx, NULL) != 0) {
+		rv = NNG_ENOMEM;
+		goto out_free;
+	}
+	if (pthread_condattr_init(&ca) != 0) {
+		rv = NNG_ENOMEM;
+		goto out_mtx;
+	}
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rv = pthread_cond_init(&v->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rv != 0) {
+		rv = NNG_ENOMEM;
+		goto out_mtx;
+	}
+	if ((rv = nng_req0_open(&v->sock)) != 0)
+		goto out_cv;
+	/* A lookup is sent once; a lost one is simply asked again next round. */
+	if ((rv = shop_nng_socket_defaults(v->sock)) != 0 ||
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECVTIMEO, timeout)) != 0 ||
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_SENDTIMEO, timeout)) != 0 ||
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0)
+		goto out_sock;
+	if ((rv = nng_dial(v->sock, lookup_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		SHOP_LOG(ERROR, "registry view: dial %s: %s", lookup_url, nng_strerror(rv));
+		goto out_sock;
+	}
+	if (pthread_create(&v->thread, NULL, view_main, v) != 0) {
+		rv = NNG_ENOMEM;
+		goto out_sock;
+	}
+	*out = v;
+	return 0;
+
+out_sock:
+	nng_close(v->sock);
+out_cv:
+	pthread_cond_destroy(&v->cv);
+out_mtx:
+	pthread_mutex_destroy(&v->mtx);
+out_free:
+	free(v);
+	return rv;
+}
+
+void shop_registry_view_destroy(shop_registry_view *v)
+{
+	if (v == NULL)
+		return;
+	pthread_mutex_lock(&v->mtx);
+	v->stop = true;
+	pthread_cond_signal(&v->cv);
+	pthread_mutex_unlock(&v->mtx);
+	/* Closing aborts a lookup in flight (it returns NNG_ECLOSED), so the
+	 * thread ends now rather than at its receive timeout. */
+	nng_close(v->sock);
+	pthread_join(v->thread, NULL);
+	pthread_cond_destroy(&v->cv);
+	pthread_mutex_destroy(&v->mtx);
+	free(v->inst);
+	free(v);
+}
+
+int shop_registry_view_get(shop_registry_view *v, const char *service, bool healthy_only,
+			   shop_instance *out, int cap)
+{
+	int cnt = 0;
+
+	pthread_mutex_lock(&v->mtx);
+	for (size_t i = 0; i < v->n && cnt < cap; i++) {
+		const shop_instance *in = &v->inst[i];
+
+		if (service != NULL && service[0] != '\0' && strcmp(in->service, service) != 0)
+			continue;
+		if (healthy_only && !in->healthy)
+			continue;
+		out[cnt++] = *in;
+	}
+	pthread_mutex_unlock(&v->mtx);
+	return cnt;
+}
+
+uint64_t shop_registry_view_revision(shop_registry_view *v)
+{
+	uint64_t r;
+
+	pthread_mutex_lock(&v->mtx);
+	r = v->revision;
+	pthread_mutex_unlock(&v->mtx);
+	return r;
+}
+
+int64_t shop_registry_view_age_ms(shop_registry_view *v)
+{
+	int64_t age = -1;
+
+	pthread_mutex_lock(&v->mtx);
+	if (v->revision != 0)
+		age = (shop_now_mono_us() - v->got_mono_us) / 1000;
+	pthread_mutex_unlock(&v->mtx);
+	return age;
+}

@@ -14,6 +14,9 @@
 #include "log.h"
 #include "registry_client.h"
 
+/* How long a stopping instance keeps taking calls after it deregistered:
+ * callers refresh their registry view every 250 ms by default. */
+#define SERVICE_DEREGISTER_WAIT_MS 300
 #define SERVICE_MIGRATE_TRIES 50 /* × 200 ms: how long to wait for the database at start */
 
 void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
@@ -160,9 +163,10 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	SHOP_LOG(INFO, "signal %d: deregistering and draining", sig);
 	status = 0;
 
-	/* Deregister first so callers stop picking us, then finish what is
-	 * in flight. */
+	/* Deregister first so callers stop picking us; keep serving while
+	 * their views catch up (one refresh), then finish what is in flight. */
 	shop_advertiser_destroy(adv);
+	nanosleep(&(struct timespec){0, SERVICE_DEREGISTER_WAIT_MS * 1000000L}, NULL);
 out_admin:
 	shop_admin_destroy(admin);
 out_server:

@@ -1,0 +1,549 @@
+/* main.c -- the registry process: surveys instances (SURVEYOR), answers
+ * lookups (REP), serves its table over admin HTTP. Wiring only; the table
+ * itself is registry_table.c. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/survey0/survey.h>
+
+#include "admin_http.h"
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "registry.pb-c.h"
+#include "registry_table.h"
+#include "rpc_client.h"
+
+/* Lookups are tiny and answered from memory; a few contexts are plenty. */
+#define LOOKUP_WORKERS 4
+
+typedef struct registry registry;
+
+typedef enum { LW_RECV, LW_SEND } lookup_state;
+
+/* One REP context answering lookups, one at a time. */
+typedef struct lookup_worker {
+	registry *r;
+	nng_ctx ctx;
+	nng_aio *aio;
+	lookup_state state;
+} lookup_worker;
+
+struct registry {
+	int survey_ms;
+	nng_socket surv;
+	nng_socket rep;
+	lookup_worker workers[LOOKUP_WORKERS];
+	int nworkers; /* started */
+	pthread_t survey_thread;
+
+	pthread_mutex_t mtx; /* guards table and stopping */
+	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
+	reg_table *table;
+	bool stopping;
+};
+
+static int64_t now_ms(void)
+{
+	return shop_now_mono_us() / 1000;
+}
+
+/* ---- table events ---------------------------------------------------------- */
+
+static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const shop_instance *in)
+{
+	(void)arg;
+	switch (ev) {
+	case REG_EV_JOIN:
+		SHOP_LOG(INFO,
+			 "instance joined: service=%s instance=%s rpc_url=%s admin_url=%s "
+			 "weight=%u healthy=%s version=%s",
+			 in->service, in->instance, in->rpc_url, in->admin_url, in->weight,
+			 in->healthy ? "true" : "false", in->version);
+		break;
+	case REG_EV_UPDATE:
+		SHOP_LOG(INFO,
+			 "instance changed: service=%s instance=%s rpc_url=%s admin_url=%s "
+			 "weight=%u healthy=%s version=%s",
+			 in->service, in->instance, in->rpc_url, in->admin_url, in->weight,
+			 in->healthy ? "true" : "false", in->version);
+		break;
+	case REG_EV_LEAVE:
+		SHOP_LOG(INFO, "instance left: service=%s instance=%s reason=%s", in->service,
+			 in->instance,
+			 why == REG_LEAVE_PIPE_CLOSED ? "pipe_closed" : "missed_surveys");
+		break;
+	}
+}
+
+/* ---- conversions ------------------------------------------------------------- */
+
+static bool copy_field(char *dst, size_t cap, const char *src)
+{
+	size_t n;
+
+	if (src == NULL || (n = strlen(src)) >= cap)
+		return false;
+	memcpy(dst, src, n + 1);
+	return true;
+}
+
+/* Advert -> shop_instance; false when a field is too long to hold. */
+static bool instance_from_advert(shop_instance *out, const Shop__V1__Advert *ad)
+{
+	memset(out, 0, sizeof(*out));
+	out->weight = ad->weight;
+	out->healthy = ad->healthy != 0;
+	out->started_unix_ms = ad->started_unix_ms;
+	return copy_field(out->service, sizeof(out->service), ad->service) &&
+	       copy_field(out->instance, sizeof(out->instance), ad->instance) &&
+	       copy_field(out->rpc_url, sizeof(out->rpc_url), ad->rpc_url) &&
+	       copy_field(out->admin_url, sizeof(out->admin_url), ad->admin_url) &&
+	       copy_field(out->version, sizeof(out->version), ad->version);
+}
+
+/* ---- surveys ------------------------------------------------------------------ */
+
+static void on_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	registry *r = arg;
+
+	pthread_mutex_lock(&r->mtx);
+	if (!r->stopping) {
+		if (ev == NNG_PIPE_EV_ADD_POST) {
+			if (reg_table_pipe_add(r->table, nng_pipe_id(p)) != 0)
+				SHOP_LOG(WARN, "out of memory: answers on pipe %d will be ignored",
+					 nng_pipe_id(p));
+		} else if (ev == NNG_PIPE_EV_REM_POST) {
+			reg_table_pipe_remove(r->table, (uint32_t)nng_pipe_id(p));
+		}
+	}
+	pthread_mutex_unlock(&r->mtx);
+}
+
+static int survey_send(registry *r, uint64_t seq)
+{
+	Shop__V1__Survey sv = SHOP__V1__SURVEY__INIT;
+	nng_msg *msg;
+	int rv;
+
+	sv.seq = seq;
+	sv.sent_unix_ms = shop_now_unix_ms();
+	if ((rv = nng_msg_alloc(&msg, shop__v1__survey__get_packed_size(&sv))) != 0)
+		return rv;
+	shop__v1__survey__pack(&sv, nng_msg_body(msg));
+	if ((rv = nng_sendmsg(r->surv, msg, 0)) != 0)
+		nng_msg_free(msg); /* still ours on failure */
+	return rv;
+}
+
+/* One answer to the running survey. */
+static void survey_take(registry *r, nng_msg *msg, uint32_t *last_bad_pipe)
+{
+	uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
+	Shop__V1__Advert *ad;
+	shop_instance in;
+	bool ok;
+
+	if ((ad = shop__v1__advert__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL) {
+		ok = false;
+	} else {
+		ok = instance_from_advert(&in, ad) && in.service[0] != '\0' &&
+		     in.instance[0] != '\0';
+		shop__v1__advert__free_unpacked(ad, NULL);
+	}
+	if (!ok) {
+		/* Once per offending pipe, not once per survey. */
+		if (*last_bad_pipe != pipe)
+			SHOP_LOG(WARN,
+				 "pipe %u: answer is not a usable Advert (unparsable, "
+				 "unnamed or a field too long); ignored",
+				 pipe);
+		*last_bad_pipe = pipe;
+		return;
+	}
+	pthread_mutex_lock(&r->mtx);
+	if (reg_table_upsert(r->table, &in, pipe, now_ms()) == REG_UPSERT_IGNORED &&
+	    reg_table_count(r->table) >= REG_TABLE_MAX_INSTANCES)
+		SHOP_LOG(WARN, "table full (%d instances): %s not added", REG_TABLE_MAX_INSTANCES,
+			 in.instance);
+	pthread_mutex_unlock(&r->mtx);
+}
+
+/* Survey, collect answers until the survey times out, wait for the next
+ * tick; until the socket closes. */
+static void *survey_main(void *arg)
+{
+	registry *r = arg;
+	uint32_t last_bad_pipe = 0;
+	struct timespec tick;
+	uint64_t seq = 0;
+	nng_msg *msg;
+	int rv;
+
+	clock_gettime(CLOCK_MONOTONIC, &tick);
+	for (;;) {
+		pthread_mutex_lock(&r->mtx);
+		if (r->stopping) {
+			pthread_mutex_unlock(&r->mtx);
+			break;
+		}
+		reg_table_survey_begin(r->table);
+		pthread_mutex_unlock(&r->mtx);
+
+		if ((rv = survey_send(r, ++seq)) == NNG_ECLOSED)
+			break;
+		if (rv != 0)
+			SHOP_LOG(WARN, "survey %llu: send: %s", (unsigned long long)seq,
+				 nng_strerror(rv));
+		/* NNG_ETIMEDOUT ends the round; NNG_ESTATE means no survey is
+		 * running (the send failed). */
+		while (rv == 0 && (rv = nng_recvmsg(r->surv, &msg, 0)) == 0) {
+			survey_take(r, msg, &last_bad_pipe);
+			nng_msg_free(msg);
+		}
+		if (rv == NNG_ECLOSED)
+			break;
+
+		tick.tv_nsec += (long)(r->survey_ms % 1000) * 1000000L;
+		tick.tv_sec += r->survey_ms / 1000 + tick.tv_nsec / 1000000000L;
+		tick.tv_nsec %= 1000000000L;
+		pthread_mutex_lock(&r->mtx);
+		while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mtx, &tick) != ETIMEDOUT)
+			;
+		pthread_mutex_unlock(&r->mtx);
+		/* Fell behind (a stalled machine): restart the schedule from now
+		 * rather than firing a burst of catch-up surveys. */
+		{
+			struct timespec now;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > tick.tv_sec + 1)
+				tick = now;
+		}
+	}
+	return NULL;
+}
+
+/* ---- lookups --------------------------------------------------------------------- */
+
+/* Replaces a Lookup in msg by its Instances answer. A request that does not
+ * parse gets an empty Instances with revision 0. */
+static int lookup_answer(registry *r, nng_msg *msg)
+{
+	Shop__V1__Instances out = SHOP__V1__INSTANCES__INIT;
+	Shop__V1__Advert *ads = NULL, **ptrs = NULL;
+	shop_instance *inst = NULL;
+	Shop__V1__Lookup *req;
+	size_t n = 0, len;
+	uint64_t revision = 0;
+	int rv = 0;
+
+	req = shop__v1__lookup__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+	if (req != NULL) {
+		pthread_mutex_lock(&r->mtx);
+		rv = reg_table_lookup(r->table, req->service, &inst, &n, &revision);
+		pthread_mutex_unlock(&r->mtx);
+		shop__v1__lookup__free_unpacked(req, NULL);
+		if (rv != 0)
+			return NNG_ENOMEM;
+	}
+	if (n > 0) {
+		if ((ads = calloc(n, sizeof(*ads))) == NULL ||
+		    (ptrs = calloc(n, sizeof(*ptrs))) == NULL) {
+			rv = NNG_ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		shop__v1__advert__init(&ads[i]);
+		ads[i].service = inst[i].service;
+		ads[i].instance = inst[i].instance;
+		ads[i].rpc_url = inst[i].rpc_url;
+		ads[i].admin_url = inst[i].admin_url;
+		ads[i].weight = inst[i].weight;
+		ads[i].healthy = inst[i].healthy;
+		ads[i].version = inst[i].version;
+		ads[i].started_unix_ms = inst[i].started_unix_ms;
+		ptrs[i] = &ads[i];
+	}
+	out.n_instances = n;
+	out.instances = ptrs;
+	out.revision = revision;
+	len = shop__v1__instances__get_packed_size(&out);
+	nng_msg_clear(msg);
+	if ((rv = nng_msg_realloc(msg, len)) != 0)
+		goto out;
+	shop__v1__instances__pack(&out, nng_msg_body(msg));
+out:
+	free(ptrs);
+	free(ads);
+	free(inst);
+	return rv;
+}
+
+/* recv Lookup -> send Instances -> recv ... until the socket closes. */
+static void lookup_cb(void *arg)
+{
+	lookup_worker *w = arg;
+	int rv = nng_aio_result(w->aio);
+	nng_msg *msg;
+
+	if (w->state == LW_SEND) {
+		if (rv != 0)
+			nng_msg_free(nng_aio_get_msg(w->aio)); /* still ours on failure */
+	} else if (rv == 0) {
+		msg = nng_aio_get_msg(w->aio);
+		if ((rv = lookup_answer(w->r, msg)) == 0) {
+			w->state = LW_SEND;
+			nng_aio_set_msg(w->aio, msg);
+			nng_ctx_send(w->ctx, w->aio);
+			return;
+		}
+		SHOP_LOG(WARN, "lookup: %s; request dropped", nng_strerror(rv));
+		nng_msg_free(msg);
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return;
+	w->state = LW_RECV;
+	nng_ctx_recv(w->ctx, w->aio);
+}
+
+/* ---- admin HTTP ----------------------------------------------------------------- */
+
+static int admin_status(int rv, const char **content_type)
+{
+	if (rv != 0) {
+		*content_type = "text/plain; charset=utf-8";
+		return 500;
+	}
+	return 200;
+}
+
+static int admin_services(void *arg, char **body, size_t *len, const char **content_type)
+{
+	registry *r = arg;
+	int rv;
+
+	pthread_mutex_lock(&r->mtx);
+	rv = reg_table_services_json(r->table, now_ms(), body, len);
+	pthread_mutex_unlock(&r->mtx);
+	*content_type = "application/json";
+	return admin_status(rv, content_type);
+}
+
+static int admin_prometheus(void *arg, char **body, size_t *len, const char **content_type)
+{
+	registry *r = arg;
+	int rv;
+
+	pthread_mutex_lock(&r->mtx);
+	rv = reg_table_prometheus_json(r->table, body, len);
+	pthread_mutex_unlock(&r->mtx);
+	*content_type = "application/json";
+	return admin_status(rv, content_type);
+}
+
+static int admin_metrics(void *arg, char **body, size_t *len, const char **content_type)
+{
+	registry *r = arg;
+	int rv;
+
+	pthread_mutex_lock(&r->mtx);
+	rv = reg_table_metrics_text(r->table, body, len);
+	pthread_mutex_unlock(&r->mtx);
+	*content_type = "text/plain; version=0.0.4; charset=utf-8";
+	return admin_status(rv, content_type);
+}
+
+/* ---- wiring ------------------------------------------------------------------------ */
+
+typedef struct registry_config {
+	const char *survey_url;
+	const char *lookup_url;
+	char admin_host[64];
+	uint16_t admin_port;
+	int survey_ms;
+	int misses;
+	shop_log_level log_level;
+} registry_config;
+
+static int config_read(registry_config *c)
+{
+	const char *lvl;
+	shop_env env;
+	int l;
+
+	shop_env_init(&env, "registry");
+	c->survey_url = shop_env_nng_url(&env, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
+	c->lookup_url = shop_env_nng_url(&env, "SHOP_REGISTRY_LOOKUP_URL", "tcp://127.0.0.1:7101");
+	shop_env_hostport(&env, "SHOP_REGISTRY_ADMIN_ADDR", "127.0.0.1:7109", c->admin_host,
+			  sizeof(c->admin_host), &c->admin_port);
+	c->survey_ms = (int)shop_env_int(&env, "SHOP_REGISTRY_SURVEY_MS", 500, 20, 60000);
+	c->misses = (int)shop_env_int(&env, "SHOP_REGISTRY_MISSES", 3, 1, 100);
+	lvl = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
+	if ((l = shop_log_level_parse(lvl)) < 0)
+		shop_env_fail(&env, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
+			      lvl);
+	c->log_level = l < 0 ? SHOP_LOG_INFO : (shop_log_level)l;
+	return shop_env_check(&env);
+}
+
+static int surveyor_start(registry *r, const registry_config *c)
+{
+	/* Answers must be in before the next survey replaces this one. */
+	int survey_time = c->survey_ms - (c->survey_ms / 10 > 5 ? c->survey_ms / 10 : 5);
+	int rv;
+
+	if ((rv = nng_surveyor0_open(&r->surv)) != 0)
+		return rv;
+	/* The survey time, not a receive timeout, ends a round. */
+	if ((rv = shop_nng_socket_defaults(r->surv)) != 0 ||
+	    (rv = nng_socket_set_ms(r->surv, NNG_OPT_RECVTIMEO, NNG_DURATION_INFINITE)) != 0 ||
+	    (rv = nng_socket_set_ms(r->surv, NNG_OPT_SURVEYOR_SURVEYTIME, survey_time)) != 0 ||
+	    (rv = nng_pipe_notify(r->surv, NNG_PIPE_EV_ADD_POST, on_pipe_event, r)) != 0 ||
+	    (rv = nng_pipe_notify(r->surv, NNG_PIPE_EV_REM_POST, on_pipe_event, r)) != 0)
+		return rv;
+	if ((rv = nng_listen(r->surv, c->survey_url, NULL, 0)) != 0)
+		SHOP_LOG(ERROR, "listen %s (SHOP_REGISTRY_SURVEY_URL): %s", c->survey_url,
+			 nng_strerror(rv));
+	return rv;
+}
+
+static int lookup_start(registry *r, const registry_config *c)
+{
+	int rv;
+
+	if ((rv = nng_rep0_open(&r->rep)) != 0)
+		return rv;
+	if ((rv = shop_nng_socket_defaults(r->rep)) != 0)
+		return rv;
+	if ((rv = nng_listen(r->rep, c->lookup_url, NULL, 0)) != 0) {
+		SHOP_LOG(ERROR, "listen %s (SHOP_REGISTRY_LOOKUP_URL): %s", c->lookup_url,
+			 nng_strerror(rv));
+		return rv;
+	}
+	for (; r->nworkers < LOOKUP_WORKERS; r->nworkers++) {
+		lookup_worker *w = &r->workers[r->nworkers];
+
+		w->r = r;
+		w->state = LW_RECV;
+		if ((rv = nng_aio_alloc(&w->aio, lookup_cb, w)) != 0)
+			return rv;
+		if ((rv = nng_ctx_open(&w->ctx, r->rep)) != 0) {
+			nng_aio_free(w->aio);
+			return rv;
+		}
+		nng_ctx_recv(w->ctx, w->aio);
+	}
+	return 0;
+}
+
+static int admin_start(shop_admin **out, registry *r, const registry_config *c)
+{
+	int rv;
+
+	if ((rv = shop_admin_create(out, c->admin_host, c->admin_port)) != 0 ||
+	    (rv = shop_admin_add(*out, "/healthz", shop_admin_healthz, NULL)) != 0 ||
+	    (rv = shop_admin_add(*out, "/metrics", admin_metrics, r)) != 0 ||
+	    (rv = shop_admin_add(*out, "/v1/services", admin_services, r)) != 0 ||
+	    (rv = shop_admin_add(*out, "/v1/prometheus-targets", admin_prometheus, r)) != 0 ||
+	    (rv = shop_admin_start(*out)) != 0)
+		SHOP_LOG(ERROR, "admin http on %s:%u (SHOP_REGISTRY_ADMIN_ADDR): %s", c->admin_host,
+			 (unsigned)c->admin_port, nng_strerror(rv));
+	return rv;
+}
+
+/* Stops the survey thread if it runs, then everything nng: after this no
+ * callback touches the table. */
+static void registry_stop(registry *r, bool thread_started)
+{
+	pthread_mutex_lock(&r->mtx);
+	r->stopping = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mtx);
+	/* Closing aborts a survey in progress (its receive gets NNG_ECLOSED). */
+	nng_close(r->surv);
+	if (thread_started)
+		pthread_join(r->survey_thread, NULL);
+	for (int i = 0; i < r->nworkers; i++)
+		nng_aio_stop(r->workers[i].aio);
+	nng_close(r->rep);
+	for (int i = 0; i < r->nworkers; i++)
+		nng_aio_free(r->workers[i].aio);
+	r->nworkers = 0;
+}
+
+int main(void)
+{
+	registry_config cfg;
+	registry r = {0};
+	shop_admin *admin = NULL;
+	pthread_condattr_t ca;
+	bool thread_started = false;
+	sigset_t sigs;
+	int sig, rv, status = 1;
+
+	/* Before any thread exists (nng starts its own), so that every thread
+	 * inherits the mask and SIGTERM/SIGINT reach only sigwait below. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (config_read(&cfg) != 0)
+		return 2;
+	shop_log_init("registry", cfg.log_level, NULL);
+	r.survey_ms = cfg.survey_ms;
+
+	if (pthread_mutex_init(&r.mtx, NULL) != 0)
+		return 1;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rv = pthread_cond_init(&r.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rv != 0)
+		goto out_mtx;
+	if (reg_table_create(&r.table, cfg.misses, on_table_event, NULL) != 0)
+		goto out_cv;
+
+	if ((rv = surveyor_start(&r, &cfg)) != 0 || (rv = lookup_start(&r, &cfg)) != 0 ||
+	    (rv = admin_start(&admin, &r, &cfg)) != 0)
+		goto out_stop;
+	if (pthread_create(&r.survey_thread, NULL, survey_main, &r) != 0) {
+		SHOP_LOG(ERROR, "cannot start the survey thread");
+		goto out_stop;
+	}
+	thread_started = true;
+	SHOP_LOG(INFO,
+		 "registry up: survey=%s lookup=%s admin=http://%s:%u survey_ms=%d misses=%d "
+		 "version=%s",
+		 cfg.survey_url, cfg.lookup_url, cfg.admin_host, (unsigned)cfg.admin_port,
+		 cfg.survey_ms, cfg.misses, SHOP_VERSION);
+
+	if (sigwait(&sigs, &sig) == 0)
+		SHOP_LOG(INFO, "signal %d: stopping", sig);
+	status = 0;
+
+out_stop:
+	/* The admin server first: its handlers read the table. */
+	shop_admin_destroy(admin);
+	registry_stop(&r, thread_started);
+	reg_table_destroy(r.table);
+out_cv:
+	pthread_cond_destroy(&r.cv);
+out_mtx:
+	pthread_mutex_destroy(&r.mtx);
+	if (status == 0)
+		SHOP_LOG(INFO, "registry stopped");
+	return status;
+}
