@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -70,7 +71,12 @@ static int harness_schema(const char *name)
 	snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", H.schema);
 	rv = rv != 0 ? rv : shop_pg_exec(pg, sql);
 	shop_pg_destroy(pg);
-	snprintf(H.dsn_buf, sizeof(H.dsn_buf), "%s options='-c search_path=%s'", base, H.schema);
+	if (strncmp(base, "postgres", 8) == 0) /* a URI: postgresql://... */
+		snprintf(H.dsn_buf, sizeof(H.dsn_buf), "%s%coptions=-csearch_path%%3D%s", base,
+			 strchr(base, '?') != NULL ? '&' : '?', H.schema);
+	else
+		snprintf(H.dsn_buf, sizeof(H.dsn_buf), "%s options=-csearch_path=%s", base,
+			 H.schema);
 	H.dsn = H.dsn_buf;
 	return rv;
 }

@@ -1,0 +1,787 @@
+/* http_session.c -- the lws protocol callback: one gw_req per HTTP request,
+ * routed, transcoded, sent upstream through the bridge, answered when the
+ * bridge hands the result back. Never blocks the service thread. */
+#include "http_session.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <libwebsockets.h>
+
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "problem.h"
+#include "product.pb-c.h"
+#include "router.h"
+#include "traceparent.h"
+#include "transcode.h"
+#include "upstream_bridge.h"
+
+/* Body bytes written per WRITEABLE callback. */
+#define GW_WRITE_CHUNK 16384
+/* Longest page_token passed on (tokens are opaque but short). */
+#define GW_MAX_PAGE_TOKEN 1024
+
+struct gw_http {
+	gw_http_config cfg;
+	struct lws_context *ctx;
+	gw_bridge *bridge;
+	shop_registry_view *view;
+	shop_upstream *up;
+	gw_metrics *metrics;
+	struct lws_protocols protocols[2];
+	unsigned char wbuf[LWS_PRE + GW_WRITE_CHUNK]; /* lws thread only */
+};
+
+enum req_state {
+	REQ_READING, /* request line seen; reading the body */
+	REQ_WAITING, /* upstream call running */
+	REQ_READY,   /* answer built; waiting to write */
+	REQ_WRITING, /* headers written; body going out */
+};
+
+/* One HTTP request: owns all it allocates, freed by req_free. */
+typedef struct gw_req {
+	gw_http *srv;
+	struct lws *wsi;
+	enum req_state state;
+	const char *method; /* static */
+	const gw_route *route;
+	const char *route_label; /* static: template or "unmatched" */
+	int64_t path_id;
+	gw_lang lang;
+	gw_trace trace;
+	int64_t start_us;
+	char *body;
+	size_t body_len;
+	bool answered_early; /* an error answer went out before the body ended */
+	gw_job *job;
+	/* the answer */
+	int status;
+	const char *content_type;
+	char *out; /* malloc'd, out_len bytes */
+	size_t out_len, out_off;
+	bool close_after; /* unread body may follow: close, no keep-alive */
+	char served_by[64];
+	char location[48];
+	char x_cache[8];
+	char allow[64];
+	int retry_after;
+} gw_req;
+
+/* What lws keeps per connection: the request in progress, if any. */
+typedef struct gw_pss {
+	gw_req *req;
+} gw_pss;
+
+static void random_ids(uint64_t *a, uint64_t *b, uint64_t *c)
+{
+	uint64_t r[3];
+
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+		/* No entropy yet (early boot): ids need only be unlikely to
+		 * collide, not secret. */
+		static uint64_t x = 0x9e3779b97f4a7c15ull;
+
+		for (int i = 0; i < 3; i++) {
+			x ^= (uint64_t)shop_now_mono_us() + (uint64_t)i;
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			r[i] = x;
+		}
+	}
+	*a = r[0], *b = r[1], *c = r[2];
+}
+
+static void req_free(gw_req *r)
+{
+	if (r == NULL)
+		return;
+	gw_bridge_job_abandon(r->srv->bridge, r->job);
+	free(r->body);
+	free(r->out);
+	free(r);
+}
+
+/* ---- building answers ------------------------------------------------------ */
+
+static void set_answer(gw_req *r, int status, const char *content_type, char *body, size_t len)
+{
+	free(r->out);
+	r->status = status;
+	r->content_type = content_type;
+	r->out = body;
+	r->out_len = len;
+	r->out_off = 0;
+	r->state = REQ_READY;
+	lws_callback_on_writable(r->wsi);
+}
+
+static void answer_problem(gw_req *r, const gw_problem *p)
+{
+	char *body = gw_problem_json(p, r->trace.trace_id);
+
+	r->retry_after = p->retry_after;
+	if (body == NULL) {
+		/* Out of memory: an answer without a body still beats silence. */
+		set_answer(r, 500, "application/problem+json", NULL, 0);
+		return;
+	}
+	set_answer(r, p->status, "application/problem+json", body, strlen(body));
+}
+
+static void answer_kind(gw_req *r, enum gw_problem_kind kind, const char *arg)
+{
+	gw_problem p;
+
+	gw_problem_make(&p, kind, r->lang, arg);
+	answer_problem(r, &p);
+}
+
+static void answer_text(gw_req *r, int status, const char *content_type, const char *text)
+{
+	char *body = strdup(text);
+
+	if (body == NULL) {
+		answer_kind(r, GW_P_INTERNAL, NULL);
+		return;
+	}
+	set_answer(r, status, content_type, body, strlen(body));
+}
+
+/* ---- gateway-local routes --------------------------------------------------- */
+
+static void answer_readyz(gw_req *r)
+{
+	const gw_http_config *c = &r->srv->cfg;
+	char missing[384] = "", body[512];
+	size_t o = 0;
+
+	for (size_t i = 0; i < c->n_required && o < sizeof(missing); i++) {
+		shop_instance inst;
+
+		if (shop_registry_view_get(r->srv->view, c->required[i], true, &inst, 1) > 0)
+			continue;
+		o += (size_t)snprintf(missing + o, sizeof(missing) - o, "%s\"%s\"", o ? "," : "",
+				      c->required[i]);
+	}
+	snprintf(body, sizeof(body), "{\"status\":\"%s\",\"missing\":[%s]}",
+		 missing[0] == '\0' ? "ready" : "not_ready", missing);
+	answer_text(r, missing[0] == '\0' ? 200 : 503, "application/json", body);
+}
+
+static void answer_metrics(gw_req *r)
+{
+	size_t len;
+	char *text = gw_metrics_render(r->srv->metrics, &len);
+
+	if (text == NULL) {
+		answer_kind(r, GW_P_INTERNAL, NULL);
+		return;
+	}
+	set_answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---- upstream ---------------------------------------------------------------- */
+
+/* Reads page_size and page_token from the query into a ListProductsRequest.
+ * lws has already split the query at '&' and percent-decoded each part. */
+static int read_list_query(gw_req *r, ProtobufCMessage *msg)
+{
+	Shop__V1__ListProductsRequest *req = (Shop__V1__ListProductsRequest *)msg;
+	char frag[GW_MAX_PAGE_TOKEN + 16];
+
+	for (int i = 0;; i++) {
+		int n =
+		    lws_hdr_copy_fragment(r->wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
+
+		if (n < 0)
+			break;
+		if (strncmp(frag, "page_size=", 10) == 0) {
+			if (gw_parse_page_size(frag + 10, &req->page_size) != 0) {
+				answer_kind(r, GW_P_BAD_PAGE_SIZE, NULL);
+				return -1;
+			}
+		} else if (strncmp(frag, "page_token=", 11) == 0) {
+			if (gw_message_set_string(msg, "page_token", frag + 11) != 0) {
+				answer_kind(r, GW_P_INTERNAL, NULL);
+				return -1;
+			}
+		} else if (strcmp(frag, "page_size") == 0) {
+			answer_kind(r, GW_P_BAD_PAGE_SIZE, NULL);
+			return -1;
+		}
+	}
+	if (lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_URI_ARGS) > (int)sizeof(frag) - 1 &&
+	    strlen(req->page_token) >= GW_MAX_PAGE_TOKEN) {
+		answer_kind(r, GW_P_BAD_PAGE_TOKEN, NULL);
+		return -1;
+	}
+	if (req->page_size == 0)
+		req->page_size = 100; /* §2 default; also the service's meaning of 0 */
+	return 0;
+}
+
+static void start_call(gw_req *r)
+{
+	const gw_route *rt = r->route;
+	ProtobufCMessage *msg = NULL;
+	gw_tc_error err;
+	shop_rpc_call_opts o;
+	char peer[64];
+	int rv;
+
+	if (rt->has_body) {
+		size_t ml = strlen(r->method);
+
+		/* lws 4.1.6 hands a request pipelined behind another the
+		 * wrong bytes as its body (its own request line onwards). The
+		 * call was never made, so the client may safely retry it on a
+		 * fresh connection. */
+		if (r->body_len > ml && memcmp(r->body, r->method, ml) == 0 && r->body[ml] == ' ') {
+			SHOP_LOG_T(WARN, r->trace.trace_id, "pipelined body misdelivered; closing");
+			r->close_after = true;
+			answer_kind(r, GW_P_UNAVAILABLE, NULL);
+			return;
+		}
+		if (gw_body_to_message(r->body != NULL ? r->body : "", r->body_len, rt->req_desc,
+				       &msg, &err) != 0) {
+			gw_problem p;
+
+			gw_problem_from_tc(&p, &err, r->lang);
+			answer_problem(r, &p);
+			return;
+		}
+	} else {
+		if ((msg = malloc(rt->req_desc->sizeof_message)) == NULL) {
+			answer_kind(r, GW_P_INTERNAL, NULL);
+			return;
+		}
+		rt->req_desc->message_init(msg);
+	}
+	if (rt->id_field != NULL && gw_message_set_int64(msg, rt->id_field, r->path_id) != 0)
+		goto internal;
+	if (rt->list_query && read_list_query(r, msg) != 0)
+		goto out;
+	if (rt->client_address) {
+		const char *addr = peer;
+
+		if (lws_get_peer_simple(r->wsi, peer, sizeof(peer)) == NULL)
+			peer[0] = '\0';
+		/* lws listens on a dual-stack socket: show IPv4 peers as IPv4. */
+		if (strncmp(peer, "::ffff:", 7) == 0 && strchr(peer + 7, '.') != NULL)
+			addr = peer + 7;
+		if (gw_message_set_string(msg, "client_address", addr) != 0)
+			goto internal;
+	}
+	o = (shop_rpc_call_opts){
+	    .traceparent = r->trace.traceparent,
+	    .deadline_unix_ms = shop_now_unix_ms() + r->srv->cfg.rpc_timeout_ms,
+	    /* Set by the JWT filter (next issue) from the verified token. */
+	    .caller_user_id = 0,
+	};
+	r->state = REQ_WAITING;
+	rv = gw_bridge_call(r->srv->bridge, r, rt->service, rt->rpc_method, msg, &o, &r->job);
+	if (rv != 0) {
+		SHOP_LOG_T(WARN, r->trace.trace_id, "upstream %s %s not accepted: %s", rt->service,
+			   rt->rpc_method, nng_strerror(rv));
+		answer_kind(r, GW_P_UNAVAILABLE, NULL);
+		goto out;
+	}
+	/* A safety net only: the upstream answers by the deadline. */
+	lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK,
+			(int)(r->srv->cfg.rpc_timeout_ms / 1000) + 10);
+	goto out;
+internal:
+	SHOP_LOG_T(ERROR, r->trace.trace_id, "route %s: request message has no expected field",
+		   rt->pattern);
+	answer_kind(r, GW_P_INTERNAL, NULL);
+out:
+	protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+/* The bridge hands an answer back (lws thread). */
+static void on_deliver(void *session, gw_job *job)
+{
+	gw_req *r = session;
+	const gw_route *rt = r->route;
+	const Shop__V1__RpcResponse *resp = gw_job_response(job);
+	int rv = gw_job_rv(job);
+
+	r->job = NULL;
+	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	if (gw_job_instance(job)[0] != '\0')
+		snprintf(r->served_by, sizeof(r->served_by), "%s", gw_job_instance(job));
+	if (rv != 0 || resp == NULL) {
+		SHOP_LOG_T(WARN, r->trace.trace_id, "upstream %s %s failed: %s", rt->service,
+			   rt->rpc_method, rv != 0 ? nng_strerror(rv) : "no reply");
+		answer_kind(r, GW_P_UNAVAILABLE, NULL);
+	} else if (resp->code != SHOP_RPC_OK) {
+		gw_problem p;
+
+		gw_problem_from_rpc(&p, resp, r->lang);
+		if (p.status >= 500)
+			SHOP_LOG_T(WARN, r->trace.trace_id, "upstream %s %s: code %d reason %s: %s",
+				   rt->service, rt->rpc_method, resp->code, resp->reason,
+				   resp->message);
+		answer_problem(r, &p);
+	} else {
+		ProtobufCMessage *m = protobuf_c_message_unpack(
+		    rt->resp_desc, NULL, resp->payload.len, resp->payload.data);
+		char *text = m != NULL ? gw_message_to_json_text(m) : NULL;
+		int64_t id;
+		const char *cache;
+
+		if (text == NULL) {
+			SHOP_LOG_T(ERROR, r->trace.trace_id, "upstream %s %s: reply payload %s",
+				   rt->service, rt->rpc_method,
+				   m == NULL ? "does not parse" : "out of memory");
+			answer_kind(r, GW_P_INTERNAL, NULL);
+		} else {
+			if (rt->location != NULL && gw_message_get_int64(m, "id", &id) == 0)
+				snprintf(r->location, sizeof(r->location), "%s%" PRId64,
+					 rt->location, id);
+			if (rt->cache_header &&
+			    (cache = shop_rpc_response_meta(resp, "cache")) != NULL &&
+			    (strcmp(cache, "HIT") == 0 || strcmp(cache, "MISS") == 0 ||
+			     strcmp(cache, "BYPASS") == 0))
+				snprintf(r->x_cache, sizeof(r->x_cache), "%s", cache);
+			set_answer(r, rt->success_status, "application/json", text, strlen(text));
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	gw_bridge_job_free(job);
+}
+
+/* ---- the request line ---------------------------------------------------- */
+
+static const struct {
+	enum lws_token_indexes tok;
+	const char *name;
+} methods[] = {
+    {WSI_TOKEN_GET_URI, "GET"},     {WSI_TOKEN_POST_URI, "POST"},
+    {WSI_TOKEN_PUT_URI, "PUT"},     {WSI_TOKEN_DELETE_URI, "DELETE"},
+    {WSI_TOKEN_PATCH_URI, "PATCH"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+    {WSI_TOKEN_HEAD_URI, "HEAD"},
+};
+
+static const char *request_method(struct lws *wsi)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (lws_hdr_total_length(wsi, methods[i].tok) > 0)
+			return methods[i].name;
+	return "OTHER";
+}
+
+/* Copies header tok into buf; "" when absent or too long. */
+static const char *header(struct lws *wsi, enum lws_token_indexes tok, char *buf, int cap)
+{
+	if (lws_hdr_total_length(wsi, tok) >= cap || lws_hdr_copy(wsi, buf, cap, tok) < 0)
+		buf[0] = '\0';
+	return buf;
+}
+
+/* True when the request announces a body: answering before reading it
+ * leaves bytes on the connection, which must then be closed. */
+static bool body_may_follow(struct lws *wsi)
+{
+	char buf[32];
+
+	header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, buf, sizeof(buf));
+	return (buf[0] != '\0' && strcmp(buf, "0") != 0) ||
+	       lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+}
+
+/* Returns 0 to keep the connection, -1 to close it. */
+static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
+{
+	char path[1024], buf[512], tp[128];
+	gw_req *r;
+	uint64_t a, b, c;
+
+	req_free(pss->req);
+	pss->req = r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -1;
+	r->srv = srv;
+	r->wsi = wsi;
+	r->start_us = shop_now_mono_us();
+	r->method = request_method(wsi);
+	r->route_label = "unmatched";
+	snprintf(r->served_by, sizeof(r->served_by), "%s", srv->cfg.instance);
+	r->lang = gw_problem_lang(header(wsi, WSI_TOKEN_HTTP_ACCEPT_LANGUAGE, buf, sizeof(buf)));
+	if (lws_hdr_custom_length(wsi, "traceparent:", 12) >= (int)sizeof(tp) ||
+	    lws_hdr_custom_copy(wsi, tp, sizeof(tp), "traceparent:", 12) < 0)
+		tp[0] = '\0';
+	random_ids(&a, &b, &c);
+	gw_trace_init(&r->trace, tp, a, b, c);
+
+	r->close_after = body_may_follow(wsi); /* until the body is read */
+	if (gw_path_normalize(uri, path, sizeof(path)) != 0) {
+		answer_kind(r, GW_P_BAD_PATH, NULL);
+		return 0;
+	}
+	switch (
+	    gw_route_match(r->method, path, &r->route, &r->path_id, r->allow, sizeof(r->allow))) {
+	case GW_MATCH_OK:
+		r->route_label = r->route->pattern;
+		break;
+	case GW_MATCH_NOT_FOUND:
+		answer_kind(r, GW_P_NOT_FOUND, NULL);
+		return 0;
+	case GW_MATCH_BAD_METHOD:
+		answer_kind(r, GW_P_METHOD_NOT_ALLOWED, r->method);
+		return 0;
+	case GW_MATCH_BAD_ID:
+		r->allow[0] = '\0'; /* other methods' shapes matched: no Allow */
+		answer_kind(r, GW_P_BAD_ID, NULL);
+		return 0;
+	}
+	r->allow[0] = '\0';
+
+	switch (r->route->kind) {
+	case GW_ROUTE_HEALTHZ:
+		answer_text(r, 200, "application/json", "{\"status\":\"up\"}");
+		return 0;
+	case GW_ROUTE_READYZ:
+		answer_readyz(r);
+		return 0;
+	case GW_ROUTE_METRICS:
+		answer_metrics(r);
+		return 0;
+	case GW_ROUTE_PROXY:
+		break;
+	}
+
+	/* Token filter (next issue): routes with needs_token are checked here,
+	 * on the normalised path's route, and set caller_user_id. */
+
+	if (!r->route->has_body) {
+		start_call(r); /* a body sent anyway is not read: close_after stays */
+		return 0;
+	}
+	if (!gw_content_type_is_json(header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, buf, sizeof(buf)))) {
+		answer_kind(r, GW_P_UNSUPPORTED_MEDIA, NULL);
+		return 0;
+	}
+	header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, buf, sizeof(buf));
+	if (buf[0] != '\0') {
+		int64_t n = -1;
+
+		if (strlen(buf) > 12 || strspn(buf, "0123456789") != strlen(buf)) {
+			r->close_after = true;
+			answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
+			return 0;
+		}
+		n = strtoll(buf, NULL, 10);
+		if (n > GW_MAX_BODY) {
+			r->close_after = true;
+			answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
+			return 0;
+		}
+		if (n == 0) {
+			start_call(r); /* lws reports no body: answer now */
+			return 0;
+		}
+	} else if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0) {
+		start_call(r); /* no Content-Length, not chunked: an empty body */
+		return 0;
+	}
+	/* A body follows; once it is read the connection may be kept. A client
+	 * that stops sending is cut off. */
+	r->close_after = false;
+	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30);
+	return 0;
+}
+
+static void on_body(gw_req *r, const char *in, size_t len)
+{
+	char *nb;
+
+	if (r->answered_early || r->state != REQ_READING)
+		return;
+	if (r->body_len + len > GW_MAX_BODY) {
+		/* Refuse as soon as the limit is passed, not at the end. */
+		r->answered_early = true;
+		r->close_after = true;
+		free(r->body);
+		r->body = NULL;
+		answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
+		return;
+	}
+	if ((nb = realloc(r->body, r->body_len + len + 1)) == NULL) {
+		r->answered_early = true;
+		r->close_after = true;
+		answer_kind(r, GW_P_INTERNAL, NULL);
+		return;
+	}
+	r->body = nb;
+	memcpy(r->body + r->body_len, in, len);
+	r->body_len += len;
+	r->body[r->body_len] = '\0';
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+static void log_and_count(gw_req *r)
+{
+	double secs = (double)(shop_now_mono_us() - r->start_us) / 1e6;
+
+	gw_metrics_count(r->srv->metrics, r->route_label, r->method, r->status, secs);
+	SHOP_LOG_T(INFO, r->trace.trace_id, "http %s %s status=%d ms=%.1f served_by=%s", r->method,
+		   r->route_label, r->status, secs * 1000, r->served_by);
+}
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+		      unsigned char *end)
+{
+	if (value == NULL || value[0] == '\0')
+		return 0;
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)value, (int)strlen(value), p,
+					   end);
+}
+
+/* Writes the status line and headers (srv->wbuf); state → REQ_WRITING.
+ * Returns 0 or -1. */
+static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char **pp)
+{
+	unsigned char *start = srv->wbuf + LWS_PRE, *end = srv->wbuf + sizeof(srv->wbuf);
+	char ra[16] = "";
+
+	*pp = start;
+	if (r->retry_after > 0)
+		snprintf(ra, sizeof(ra), "%d", r->retry_after);
+	if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->content_type, r->out_len,
+					pp, end) ||
+	    add_header(wsi, "x-served-by:", r->served_by, pp, end) ||
+	    add_header(wsi, "traceparent:", r->trace.traceparent, pp, end) ||
+	    add_header(wsi, "location:", r->location, pp, end) ||
+	    add_header(wsi, "x-cache:", r->x_cache, pp, end) ||
+	    add_header(wsi, "allow:", r->allow, pp, end) ||
+	    add_header(wsi, "retry-after:", ra, pp, end) ||
+	    (r->close_after && add_header(wsi, "connection:", "close", pp, end)) ||
+	    lws_finalize_write_http_header(wsi, start, pp, end))
+		return -1;
+	r->state = REQ_WRITING;
+	return 0;
+}
+
+/* Returns 0 to keep the connection, -1 to close it. */
+static int on_writeable(gw_http *srv, struct lws *wsi, gw_pss *pss)
+{
+	gw_req *r = pss->req;
+	unsigned char *start = srv->wbuf + LWS_PRE, *p = start;
+	size_t n;
+	int final;
+
+	if (r == NULL || (r->state != REQ_READY && r->state != REQ_WRITING))
+		return 0;
+	if (r->state == REQ_READY) {
+		if (write_headers(srv, wsi, r, &p) != 0)
+			return -1;
+		if (r->out_len > 0) {
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
+	}
+	n = r->out_len - r->out_off;
+	if (n > GW_WRITE_CHUNK)
+		n = GW_WRITE_CHUNK;
+	final = r->out_off + n == r->out_len;
+	if (n > 0) {
+		memcpy(start, r->out + r->out_off, n);
+		if (lws_write(wsi, start, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) <
+		    (int)n)
+			return -1;
+		r->out_off += n;
+	}
+	if (!final) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	log_and_count(r);
+	if (r->close_after) {
+		req_free(r);
+		pss->req = NULL;
+		return -1;
+	}
+	req_free(r);
+	pss->req = NULL;
+	/* Keep-alive: the connection is ready for the next (pipelined) request. */
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Writes the whole answer at once outside a WRITEABLE callback, then asks
+ * lws to close (lws flushes what the socket did not take before closing).
+ * Returns -1. */
+static int write_now(gw_http *srv, struct lws *wsi, gw_pss *pss)
+{
+	gw_req *r = pss->req;
+	unsigned char *buf = malloc(LWS_PRE + r->out_len + 1);
+
+	r->close_after = true;
+	r->out_off = 0;
+	if (buf != NULL) {
+		unsigned char *p;
+
+		if (write_headers(srv, wsi, r, &p) == 0 && r->out_len > 0) {
+			memcpy(buf + LWS_PRE, r->out, r->out_len);
+			if (lws_write(wsi, buf + LWS_PRE, r->out_len, LWS_WRITE_HTTP_FINAL) ==
+			    (int)r->out_len)
+				log_and_count(r);
+		} else if (r->out_len == 0) {
+			log_and_count(r);
+		}
+		free(buf);
+	}
+	req_free(r);
+	pss->req = NULL;
+	return -1;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		    size_t len)
+{
+	gw_pss *pss = user;
+	struct lws_context *ctx = lws_get_context(wsi);
+	gw_http *srv = ctx != NULL ? lws_context_user(ctx) : NULL;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP: {
+		int rc = on_http(srv, wsi, pss, in != NULL ? in : "");
+
+		return rc;
+	}
+	case LWS_CALLBACK_HTTP_BODY:
+		if (pss->req != NULL)
+			on_body(pss->req, in, len);
+		return 0;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (pss->req == NULL)
+			return 0;
+		if (pss->req->state == REQ_READING && !pss->req->answered_early) {
+			lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+			start_call(pss->req);
+			return 0;
+		}
+		/* lws 4.1 repeats the completion for as long as pipelined
+		 * bytes wait behind the body, and meanwhile never offers
+		 * POLLOUT to this connection: an answer that is ready is
+		 * written from here, and the connection closed (the client
+		 * retries what it pipelined, RFC 9112 §9.3.2). */
+		if (pss->req->state == REQ_READY)
+			return write_now(srv, wsi, pss);
+		return 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		return on_writeable(srv, wsi, pss);
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		/* Broadcast once per protocol per vhost; one protocol, one vhost. */
+		if (srv != NULL && srv->bridge != NULL)
+			gw_bridge_drain(srv->bridge);
+		return 0;
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		/* The client went away (or the transaction ended): a pending
+		 * upstream answer is abandoned to the bridge. */
+		if (pss != NULL) {
+			req_free(pss->req);
+			pss->req = NULL;
+		}
+		return 0;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return -1; /* no WebSocket upgrades */
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static void lws_log(int level, const char *line)
+{
+	char buf[512];
+	size_t n;
+
+	snprintf(buf, sizeof(buf), "%s", line);
+	n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (level & LLL_ERR)
+		SHOP_LOG(ERROR, "lws: %s", buf);
+	else
+		SHOP_LOG(WARN, "lws: %s", buf);
+}
+
+int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view *view,
+		   shop_upstream *up)
+{
+	struct lws_context_creation_info info;
+	gw_http *h = calloc(1, sizeof(*h));
+
+	*out = NULL;
+	if (h == NULL)
+		return -1;
+	h->cfg = *cfg;
+	h->view = view;
+	h->up = up;
+	if (gw_metrics_create(&h->metrics) != 0)
+		goto fail;
+	h->protocols[0] = (struct lws_protocols){
+	    .name = "http",
+	    .callback = callback,
+	    .per_session_data_size = sizeof(gw_pss),
+	};
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+	memset(&info, 0, sizeof(info));
+	info.port = cfg->port;
+	info.iface = strcmp(cfg->host, "localhost") == 0 ? "127.0.0.1" : cfg->host;
+	info.protocols = h->protocols;
+	info.user = h;
+	/* §2: header block ≤ 8 KiB; lws answers larger ones itself. */
+	info.max_http_header_data = 8192;
+	info.keepalive_timeout = 30;
+	info.timeout_secs = 30;
+	info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+	h->ctx = lws_create_context(&info);
+	if (h->ctx == NULL) {
+		SHOP_LOG(ERROR, "cannot listen on %s:%u", cfg->host, cfg->port);
+		goto fail;
+	}
+	if (gw_bridge_create(&h->bridge, h->ctx, up, on_deliver) != 0)
+		goto fail;
+	*out = h;
+	return 0;
+fail:
+	gw_http_destroy(h);
+	return -1;
+}
+
+void gw_http_run(gw_http *h, volatile sig_atomic_t *stop)
+{
+	while (!*stop)
+		if (lws_service(h->ctx, 0) < 0)
+			break;
+}
+
+void gw_http_wake(gw_http *h)
+{
+	lws_cancel_service(h->ctx);
+}
+
+void gw_http_destroy(gw_http *h)
+{
+	if (h == NULL)
+		return;
+	/* Closing the connections abandons their jobs to the bridge, which
+	 * then frees what is still queued. */
+	if (h->ctx != NULL)
+		lws_context_destroy(h->ctx);
+	gw_bridge_destroy(h->bridge);
+	gw_metrics_destroy(h->metrics);
+	free(h);
+}

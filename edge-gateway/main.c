@@ -1,0 +1,144 @@
+/* main.c -- the edge gateway: configuration, wiring, signals.
+ *
+ * Environment (read here only):
+ *   SHOP_GATEWAY_ADDR               listen host:port (127.0.0.1:8080)
+ *   SHOP_REGISTRY_LOOKUP_URL        registry lookups (tcp://127.0.0.1:7101)
+ *   SHOP_REGISTRY_REFRESH_MS        registry view refresh (250)
+ *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
+ *   SHOP_GATEWAY_REQUIRED_SERVICES  services /readyz needs a healthy instance
+ *                                   of, comma-separated ("product"; add
+ *                                   "auth,order" once they are deployed)
+ *   SHOP_LOG_LEVEL                  debug, info, warn, error (info)
+ *   SHOP_INSTANCE                   this gateway's name ("gateway") */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "http_session.h"
+#include "log.h"
+#include "registry_client.h"
+#include "upstream.h"
+
+#define MAX_REQUIRED 8
+
+static volatile sig_atomic_t stop_flag;
+
+typedef struct sig_waiter {
+	sigset_t set;
+	gw_http *http;
+} sig_waiter;
+
+/* Takes SIGTERM/SIGINT synchronously, so that the wake-up is an ordinary
+ * function call rather than work in a signal handler. */
+static void *sig_thread(void *arg)
+{
+	sig_waiter *w = arg;
+	int sig = 0;
+
+	sigwait(&w->set, &sig);
+	stop_flag = 1;
+	gw_http_wake(w->http);
+	return NULL;
+}
+
+/* Splits SHOP_GATEWAY_REQUIRED_SERVICES ("product,order") in place. */
+static int split_services(char *list, const char **out, size_t cap, size_t *n)
+{
+	*n = 0;
+	for (char *save = NULL, *tok = strtok_r(list, ", ", &save); tok != NULL;
+	     tok = strtok_r(NULL, ", ", &save)) {
+		if (*n == cap || strlen(tok) >= 32)
+			return -1;
+		out[(*n)++] = tok;
+	}
+	return *n > 0 ? 0 : -1;
+}
+
+int main(void)
+{
+	shop_env env;
+	char host[64], *required_buf = NULL;
+	const char *required[MAX_REQUIRED];
+	gw_http_config cfg = {.host = host, .required = required};
+	const char *lookup_url, *level_s, *required_s;
+	int64_t refresh_ms;
+	int level, rv, status = 1;
+	shop_registry_view *view = NULL;
+	shop_upstream *up = NULL;
+	gw_http *http = NULL;
+	sig_waiter waiter;
+	pthread_t sig_tid;
+	bool sig_started = false;
+
+	shop_env_init(&env, "gateway");
+	shop_env_hostport(&env, "SHOP_GATEWAY_ADDR", "127.0.0.1:8080", host, sizeof(host),
+			  &cfg.port);
+	lookup_url = shop_env_nng_url(&env, "SHOP_REGISTRY_LOOKUP_URL", "tcp://127.0.0.1:7101");
+	refresh_ms = shop_env_int(&env, "SHOP_REGISTRY_REFRESH_MS", 250, 10, 60000);
+	cfg.rpc_timeout_ms = shop_env_int(&env, "SHOP_RPC_TIMEOUT_MS", 2000, 1, 600000);
+	level_s = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
+	cfg.instance = shop_env_str(&env, "SHOP_INSTANCE", "gateway", true);
+	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);
+	if (shop_env_check(&env) != 0)
+		return 2;
+	if ((level = shop_log_level_parse(level_s)) < 0) {
+		fprintf(stderr, "gateway: SHOP_LOG_LEVEL: must be debug, info, warn or error\n");
+		return 2;
+	}
+	if ((required_buf = strdup(required_s)) == NULL ||
+	    split_services(required_buf, required, MAX_REQUIRED, &cfg.n_required) != 0) {
+		fprintf(stderr,
+			"gateway: SHOP_GATEWAY_REQUIRED_SERVICES: 1 to %d service names "
+			"of fewer than 32 characters, separated by commas\n",
+			MAX_REQUIRED);
+		free(required_buf);
+		return 2;
+	}
+	shop_log_init(cfg.instance, (shop_log_level)level, NULL);
+
+	/* Block the signals before any thread starts, so that every thread
+	 * (nng's included) inherits the mask and only sig_thread takes them. */
+	sigemptyset(&waiter.set);
+	sigaddset(&waiter.set, SIGTERM);
+	sigaddset(&waiter.set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((rv = shop_registry_view_create(&view, lookup_url, (int)refresh_ms)) != 0) {
+		SHOP_LOG(ERROR, "registry view on %s: %s", lookup_url, nng_strerror(rv));
+		goto out;
+	}
+	if ((rv = shop_upstream_create(&up, view, cfg.instance)) != 0) {
+		SHOP_LOG(ERROR, "upstream: %s", nng_strerror(rv));
+		goto out;
+	}
+	if (gw_http_create(&http, &cfg, view, up) != 0)
+		goto out;
+	waiter.http = http;
+	if (pthread_create(&sig_tid, NULL, sig_thread, &waiter) != 0) {
+		SHOP_LOG(ERROR, "cannot start the signal thread");
+		goto out;
+	}
+	sig_started = true;
+	SHOP_LOG(INFO, "listening on http://%s:%u, registry %s, rpc timeout %lld ms", host,
+		 cfg.port, lookup_url, (long long)cfg.rpc_timeout_ms);
+	gw_http_run(http, &stop_flag);
+	SHOP_LOG(INFO, "stopping");
+	status = 0;
+out:
+	if (sig_started) {
+		if (!stop_flag)
+			pthread_kill(sig_tid, SIGTERM); /* let it return */
+		pthread_join(sig_tid, NULL);
+	}
+	/* Order matters: the upstream waits for its callbacks while the lws
+	 * context (which they wake) still exists; then the connections close. */
+	shop_upstream_destroy(up);
+	gw_http_destroy(http);
+	shop_registry_view_destroy(view);
+	free(required_buf);
+	return status;
+}

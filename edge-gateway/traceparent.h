@@ -1,0 +1,24 @@
+/* traceparent.h -- W3C Trace Context: keep a client's trace id, or start a
+ * trace, and give every gateway hop its own span id. Pure code. */
+#ifndef GW_TRACEPARENT_H
+#define GW_TRACEPARENT_H
+
+#include <stdint.h>
+
+/* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL. */
+#define GW_TRACEPARENT_LEN 56
+
+typedef struct gw_trace {
+	char trace_id[33];                    /* 32 lowercase hex */
+	char traceparent[GW_TRACEPARENT_LEN]; /* what the gateway sends on */
+} gw_trace;
+
+/* Builds the gateway's trace context. When incoming (may be NULL) is a
+ * valid traceparent (version 00 exactly 55 characters, or a later version
+ * with at least that prefix; lowercase hex; ids not all zero; version not
+ * ff) its trace id and flags are kept; otherwise rnd_hi/rnd_lo make a new
+ * trace id (sampled flag 01). span is the new span id (0 is replaced). */
+void gw_trace_init(gw_trace *t, const char *incoming, uint64_t rnd_hi, uint64_t rnd_lo,
+		   uint64_t span);
+
+#endif
