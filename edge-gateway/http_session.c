@@ -747,6 +747,10 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	info.keepalive_timeout = 30;
 	info.timeout_secs = 30;
 	info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+	/* lws 4.1 binds an IPv4 iface address only on an IPv4 socket; with
+	 * IPv6 on it silently listens on every interface instead. */
+	if (strchr(info.iface, ':') == NULL)
+		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	h->ctx = lws_create_context(&info);
 	if (h->ctx == NULL) {
 		SHOP_LOG(ERROR, "cannot listen on %s:%u", cfg->host, cfg->port);
