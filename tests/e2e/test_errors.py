@@ -118,7 +118,7 @@ CASES = [
     test_wrong_method_is_405_with_allow,
     test_non_json_body_is_415,
     test_body_over_64_kib_is_413,
-    test_header_block_over_8_kib_is_431,
+    test_header_block_over_8_kib_is_refused,
     test_far_larger_header_block_leaves_the_gateway_up,
     test_malformed_json_is_400,
     test_wrong_types_are_400,
