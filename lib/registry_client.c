@@ -35,8 +35,7 @@ static bool copy_field(char *dst, size_t cap, const char *src)
 	return true;
 }
 
-/* Advert -> shop_instance; false when a field is too long to hold. */
-static bool instance_from_advert(shop_instance *out, const Shop__V1__Advert *ad)
+bool shop_instance_from_advert(shop_instance *out, const Shop__V1__Advert *ad)
 {
 	memset(out, 0, sizeof(*out));
 	out->weight = ad->weight;
@@ -233,7 +232,7 @@ static int view_decode(nng_msg *msg, shop_instance **out, size_t *n, uint64_t *r
 	}
 	for (size_t i = 0; i < in->n_instances; i++) {
 		/* An advert too large to hold is left out, not truncated. */
-		if (instance_from_advert(&v[cnt], in->instances[i]))
+		if (shop_instance_from_advert(&v[cnt], in->instances[i]))
 			cnt++;
 	}
 	if (cnt > 1) /* qsort wants a non-NULL base even for nothing */

@@ -19,6 +19,11 @@ typedef struct shop_instance {
 	int64_t started_unix_ms;
 } shop_instance;
 
+struct Shop__V1__Advert;
+/* Advert -> shop_instance; false when a field is missing or too long to
+ * hold (such an advert is refused, never truncated). */
+bool shop_instance_from_advert(shop_instance *out, const struct Shop__V1__Advert *ad);
+
 typedef struct shop_advertiser shop_advertiser;
 
 /* Dials the registry's survey URL with a RESPONDENT socket and answers

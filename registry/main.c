@@ -86,29 +86,6 @@ static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const 
 
 /* ---- conversions ------------------------------------------------------------- */
 
-static bool copy_field(char *dst, size_t cap, const char *src)
-{
-	size_t n;
-
-	if (src == NULL || (n = strlen(src)) >= cap)
-		return false;
-	memcpy(dst, src, n + 1);
-	return true;
-}
-
-/* Advert -> shop_instance; false when a field is too long to hold. */
-static bool instance_from_advert(shop_instance *out, const Shop__V1__Advert *ad)
-{
-	memset(out, 0, sizeof(*out));
-	out->weight = ad->weight;
-	out->healthy = ad->healthy != 0;
-	out->started_unix_ms = ad->started_unix_ms;
-	return copy_field(out->service, sizeof(out->service), ad->service) &&
-	       copy_field(out->instance, sizeof(out->instance), ad->instance) &&
-	       copy_field(out->rpc_url, sizeof(out->rpc_url), ad->rpc_url) &&
-	       copy_field(out->admin_url, sizeof(out->admin_url), ad->admin_url) &&
-	       copy_field(out->version, sizeof(out->version), ad->version);
-}
 
 /* ---- surveys ------------------------------------------------------------------ */
 
@@ -156,7 +133,7 @@ static void survey_take(registry *r, nng_msg *msg, uint32_t *last_bad_pipe)
 	if ((ad = shop__v1__advert__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL) {
 		ok = false;
 	} else {
-		ok = instance_from_advert(&in, ad) && in.service[0] != '\0' &&
+		ok = shop_instance_from_advert(&in, ad) && in.service[0] != '\0' &&
 		     in.instance[0] != '\0';
 		shop__v1__advert__free_unpacked(ad, NULL);
 	}
