@@ -36,6 +36,11 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 	c->pg_dsn = shop_env_str(e, "SHOP_PG_DSN", NULL, true);
 	c->log_level = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
 	c->drain_ms = shop_env_int(e, "SHOP_DRAIN_MS", 4000, 0, 60000);
+	c->redis_addr = shop_env_str(e, "SHOP_REDIS_ADDR", NULL, false);
+	if (c->redis_addr != NULL)
+		shop_env_hostport(e, "SHOP_REDIS_ADDR", NULL, c->redis_host, sizeof(c->redis_host),
+				  &c->redis_port);
+	c->redis_timeout_ms = shop_env_int(e, "SHOP_REDIS_TIMEOUT_MS", 100, 1, 10000);
 	if (c->instance != NULL && strlen(c->instance) >= 64)
 		shop_env_fail(e, "SHOP_INSTANCE", "longer than 63 bytes");
 	if (shop_log_level_parse(c->log_level) < 0)
@@ -56,11 +61,17 @@ static void *service_worker_init(void *app, int index)
 	(void)index;
 	if (w == NULL)
 		return NULL;
-	if ((w->pg = shop_pg_create(c->pg_dsn)) == NULL) {
-		free(w);
-		return NULL;
-	}
+	if ((w->pg = shop_pg_create(c->pg_dsn)) == NULL)
+		goto fail;
+	if (c->redis_addr != NULL &&
+	    (w->redis = shop_redis_create(c->redis_host, c->redis_port, (int)c->redis_timeout_ms)) ==
+		    NULL)
+		goto fail;
 	return w;
+fail:
+	shop_pg_destroy(w->pg);
+	free(w);
+	return NULL;
 }
 
 static void service_worker_fini(void *app, void *worker)
@@ -70,6 +81,7 @@ static void service_worker_fini(void *app, void *worker)
 	(void)app;
 	if (w == NULL)
 		return;
+	shop_redis_destroy(w->redis);
 	shop_pg_destroy(w->pg);
 	free(w);
 }

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "pg.h"
+#include "redis.h"
 #include "rpc_server.h"
 
 typedef struct shop_service_config {
@@ -24,6 +25,10 @@ typedef struct shop_service_config {
 	const char *pg_dsn;     /* SHOP_PG_DSN */
 	const char *log_level;  /* SHOP_LOG_LEVEL */
 	int64_t drain_ms;       /* SHOP_DRAIN_MS */
+	const char *redis_addr; /* SHOP_REDIS_ADDR; NULL when the service runs without */
+	char redis_host[64];
+	uint16_t redis_port;
+	int64_t redis_timeout_ms; /* SHOP_REDIS_TIMEOUT_MS */
 } shop_service_config;
 
 /* Reads the common variables with this service's defaults. Errors are
@@ -32,9 +37,11 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 			      const char *def_instance, const char *def_rpc_url,
 			      const char *def_admin_addr);
 
-/* Per-worker state of a service: its own database connection. */
+/* Per-worker state of a service: its own database connection, and its own
+ * Redis connection (NULL when SHOP_REDIS_ADDR is unset). */
 typedef struct shop_service_worker {
 	shop_pg *pg;
+	shop_redis *redis;
 } shop_service_worker;
 
 /* Runs until SIGTERM/SIGINT. Returns the process exit status. */

@@ -51,6 +51,13 @@ static shop_pg *worker_pg(const shop_rpc_call *call)
 	return w != NULL ? w->pg : NULL;
 }
 
+static shop_redis *worker_redis(const shop_rpc_call *call)
+{
+	const shop_service_worker *w = call->worker;
+
+	return w != NULL ? w->redis : NULL;
+}
+
 static void reply_bad_field(shop_rpc_reply *reply, const char *field, const char *why)
 {
 	shop_rpc_reply_error(reply, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field,
@@ -173,17 +180,28 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	size_t cap = strlen(req->name) + 1;
 	const char *hash;
 	PGresult *res = NULL;
-	int64_t id = 0;
-	int known, ok;
+	int64_t id = 0, wait_ms, now_ms = shop_now_unix_ms();
+	int known, ok, clean;
+	char retry[24];
 
 	if ((name = malloc(cap)) == NULL) {
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
 		return;
 	}
+	clean = shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) == 0;
+	/* Throttled before any hashing: a flood of guesses costs no CPU. */
+	wait_ms = auth_throttle_check(worker_redis(call), &app->throttle, clean ? name : NULL,
+				      req->client_address, now_ms);
+	if (wait_ms > 0) {
+		snprintf(retry, sizeof(retry), "%" PRId64, (wait_ms + 999) / 1000);
+		shop_rpc_reply_error(reply, SHOP_RPC_RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS",
+				     "too many failed sign-ins; try again in %s s", retry);
+		shop_rpc_reply_meta(reply, "retry_after", retry);
+		goto out;
+	}
 	/* A name or password that could never have signed up cannot match:
 	 * the same answer as a wrong password, without touching the store. */
-	if (shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) != 0 ||
-	    strlen(req->password) < PASSWORD_MIN || strlen(req->password) > PASSWORD_MAX) {
+	if (!clean || strlen(req->password) < PASSWORD_MIN || strlen(req->password) > PASSWORD_MAX) {
 		verify_password(app, app->dummy_hash, req->password);
 		goto denied;
 	}
@@ -206,6 +224,8 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
 	goto out;
 denied:
+	auth_throttle_fail(worker_redis(call), &app->throttle, clean ? name : NULL,
+			   req->client_address, now_ms);
 	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "INVALID_CREDENTIALS",
 			     "name or password is wrong");
 out:

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "rpc_server.h"
+#include "throttle.h"
 
 typedef struct auth_app {
 	const unsigned char *jwt_key; /* borrowed, ≥ 32 bytes */
@@ -23,6 +24,7 @@ typedef struct auth_app {
 	 * parameters: an unknown name is verified against it, so that it
 	 * costs the same time as a wrong password. */
 	char dummy_hash[crypto_pwhash_STRBYTES];
+	auth_throttle_config throttle; /* sign-in buckets; set by main */
 } auth_app;
 
 /* Prepares app (sodium_init, dummy hash, semaphore). Returns 0 or -1. */

@@ -12,6 +12,7 @@ int main(void)
 	shop_service_config cfg;
 	shop_env env;
 	auth_app app;
+	auth_throttle_config throttle;
 	const char *secret;
 	int64_t t, m_kib, conc;
 	int status;
@@ -24,11 +25,20 @@ int main(void)
 	t = shop_env_int(&env, "SHOP_ARGON2_T", 2, 2, 16);
 	m_kib = shop_env_int(&env, "SHOP_ARGON2_M_KIB", 19456, 19456, 4 * 1024 * 1024);
 	conc = shop_env_int(&env, "SHOP_AUTH_HASH_CONCURRENCY", 2, 1, 64);
+	/* Per name: 5 failures at once, then one more every 60 s. Per
+	 * address (many users may share one): 20, then one every 3 s. */
+	throttle.name_burst = shop_env_int(&env, "SHOP_SIGNIN_NAME_BURST", 5, 1, 1000000);
+	throttle.name_per_token_ms =
+		shop_env_int(&env, "SHOP_SIGNIN_NAME_REFILL_MS", 60000, 1, 86400000);
+	throttle.addr_burst = shop_env_int(&env, "SHOP_SIGNIN_ADDR_BURST", 20, 1, 1000000);
+	throttle.addr_per_token_ms =
+		shop_env_int(&env, "SHOP_SIGNIN_ADDR_REFILL_MS", 3000, 1, 86400000);
 	if (shop_env_check(&env) != 0)
 		return 2;
 	if (auth_app_init(&app, (const unsigned char *)secret, strlen(secret),
 			  (unsigned long long)t, (size_t)m_kib * 1024, (unsigned)conc) != 0)
 		return 1;
+	app.throttle = throttle;
 	status = shop_service_run(&cfg, auth_methods, auth_n_methods, auth_migrations,
 				  auth_n_migrations, &app);
 	auth_app_fini(&app);

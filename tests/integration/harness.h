@@ -12,6 +12,7 @@
 #include <nng/nng.h>
 
 #include "clock.h"
+#include "config.h"
 #include "pg.h"
 #include "rpc_client.h"
 #include "rpc_server.h"
@@ -34,8 +35,15 @@ static void *harness_worker_init(void *app, int index)
 
 	(void)app;
 	(void)index;
-	if (w != NULL)
-		w->pg = shop_pg_create(H.dsn);
+	const char *raddr = getenv("SHOP_TEST_REDIS_ADDR");
+	char host[64];
+	uint16_t port;
+
+	if (w == NULL)
+		return NULL;
+	w->pg = shop_pg_create(H.dsn);
+	if (raddr != NULL && shop_parse_hostport(raddr, host, sizeof(host), &port) == 0)
+		w->redis = shop_redis_create(host, port, 200);
 	return w;
 }
 
@@ -44,8 +52,10 @@ static void harness_worker_fini(void *app, void *worker)
 	shop_service_worker *w = worker;
 
 	(void)app;
-	if (w != NULL)
+	if (w != NULL) {
+		shop_redis_destroy(w->redis);
 		shop_pg_destroy(w->pg);
+	}
 	free(w);
 }
 

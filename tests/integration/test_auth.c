@@ -1,6 +1,9 @@
 /* test_auth.c -- the auth service over a real nng socket and a real
  * PostgreSQL (SHOP_TEST_PG_DSN): sign-up, sign-in, tokens, re-hashing. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jwt.h>
 
@@ -151,6 +154,65 @@ static void test_auth_sign_in_rehashes_weak_hash(void)
 	shop_pg_destroy(pg);
 }
 
+/* Failed sign-ins take tokens; when a bucket is empty the next attempt,
+ * right or wrong, answers RESOURCE_EXHAUSTED with retry_after, before any
+ * hashing. Another name from another address is not affected. */
+static void test_auth_sign_in_throttled_per_name(void)
+{
+	Shop__V1__SignInRequest req = SHOP__V1__SIGN_IN_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp;
+	char name[64], addr[64];
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(getenv("SHOP_TEST_REDIS_ADDR"));
+	snprintf(name, sizeof(name), "frank%d", (int)getpid());
+	snprintf(addr, sizeof(addr), "10.9.%d.1", (int)getpid() % 250);
+	resp = sign(SIGN_UP, name, "frank-password");
+	CU_ASSERT_EQUAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	req.name = name;
+	req.client_address = addr;
+	req.password = "bad-guess!";
+	for (int i = 0; i < 3; i++) {
+		resp = call(SIGN_IN, &req.base);
+		CU_ASSERT_EQUAL(resp->code, 16);
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	req.password = "frank-password";
+	resp = call(SIGN_IN, &req.base);
+	CU_ASSERT_EQUAL(resp->code, 8);
+	CU_ASSERT_STRING_EQUAL(resp->reason, "TOO_MANY_REQUESTS");
+	CU_ASSERT_PTR_NOT_NULL(shop_rpc_response_meta(resp, "retry_after"));
+	if (shop_rpc_response_meta(resp, "retry_after") != NULL)
+		CU_ASSERT(atoi(shop_rpc_response_meta(resp, "retry_after")) >= 1);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+
+	/* dave (signed up earlier) from elsewhere still gets in. */
+	req.name = "dave";
+	req.client_address = "10.8.0.1";
+	req.password = "s3cret-pass";
+	resp = call(SIGN_IN, &req.base);
+	CU_ASSERT_EQUAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+/* Redis unreachable: the check answers "allowed" within its timeout, and
+ * a failure record costs nothing. */
+static void test_auth_throttle_fails_open_without_redis(void)
+{
+	shop_redis *dead = shop_redis_create("127.0.0.1", 1, 100);
+	int64_t t0 = shop_now_mono_us();
+
+	for (int i = 0; i < 10; i++) {
+		auth_throttle_fail(dead, &app.throttle, "x", "1.2.3.4", shop_now_unix_ms());
+		CU_ASSERT_EQUAL(auth_throttle_check(dead, &app.throttle, "x", "1.2.3.4",
+						    shop_now_unix_ms()),
+				0);
+	}
+	CU_ASSERT(shop_now_mono_us() - t0 < 1000 * 1000);
+	CU_ASSERT_FALSE(shop_redis_ok(dead));
+	shop_redis_destroy(dead);
+}
+
 int main(void)
 {
 	static const shop_test tests[] = {
@@ -159,11 +221,17 @@ int main(void)
 		{"sign-up validates name and password", test_auth_sign_up_validates},
 		{"sign-in right and wrong", test_auth_sign_in_right_and_wrong},
 		{"sign-in re-hashes a weak hash", test_auth_sign_in_rehashes_weak_hash},
+		{"sign-in throttled per name", test_auth_sign_in_throttled_per_name},
+		{"throttle fails open without Redis", test_auth_throttle_fails_open_without_redis},
 	};
 	int status;
 
 	if (auth_app_init(&app, (const unsigned char *)key, strlen(key), 2, 19456 * 1024, 2) != 0)
 		return 1;
+	app.throttle = (auth_throttle_config){.name_burst = 3,
+					      .name_per_token_ms = 60000,
+					      .addr_burst = 100,
+					      .addr_per_token_ms = 1000};
 	if (harness_start("auth", auth_methods, auth_n_methods, auth_migrations, auth_n_migrations,
 			  &app, 30000) != 0)
 		return 1;
