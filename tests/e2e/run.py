@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
 
 import stack  # noqa: E402
+import test_auth  # noqa: E402
 import test_errors  # noqa: E402
 import test_lifecycle  # noqa: E402
 import test_products  # noqa: E402
@@ -31,6 +32,7 @@ CASE_TIMEOUT_S = 180
 CASES = (
     [test_lifecycle.test_up_starts_the_stack]
     + test_products.CASES
+    + test_auth.CASES
     + test_errors.CASES
     + test_rpc.CASES
     + test_registry.CASES
