@@ -349,8 +349,8 @@ const char *shop_rpc_conn_url(const shop_rpc_conn *c)
 }
 
 /* Packs the RpcRequest for a call into a new nng message. */
-static int request_pack(const char *method, const ProtobufCMessage *req,
-			const shop_rpc_call_opts *o, nng_msg **out)
+int shop_rpc_request_pack(const char *method, const ProtobufCMessage *req,
+			  const shop_rpc_call_opts *o, nng_msg **out)
 {
 	Shop__V1__RpcRequest env = SHOP__V1__RPC_REQUEST__INIT;
 	size_t len = protobuf_c_message_get_packed_size(req);
@@ -382,22 +382,20 @@ out_payload:
 	return rv;
 }
 
-int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
-		       const shop_rpc_call_opts *o, shop_rpc_done_fn done, void *arg)
+int shop_rpc_conn_send(shop_rpc_conn *c, nng_msg *msg, int64_t deadline_unix_ms,
+		       shop_rpc_done_fn done, void *arg)
 {
 	struct rpc_call *call;
-	int rv;
+	int rv = 0;
 
-	if (c == NULL || method == NULL || req == NULL || o == NULL || done == NULL ||
-	    o->deadline_unix_ms <= 0)
+	if (c == NULL || msg == NULL || done == NULL || deadline_unix_ms <= 0)
 		return NNG_EINVAL;
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NNG_ENOMEM;
-	call->deadline_unix_ms = o->deadline_unix_ms;
+	call->deadline_unix_ms = deadline_unix_ms;
 	call->done = done;
 	call->arg = arg;
-	if ((rv = request_pack(method, req, o, &call->msg)) != 0)
-		goto out_call;
+	call->msg = msg;
 
 	nng_mtx_lock(c->mtx);
 	if (c->closing) {
@@ -416,9 +414,25 @@ int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMess
 	}
 	nng_mtx_unlock(c->mtx);
 	if (rv == 0)
-		return 0; /* the slot or the queue owns call now */
-out_call:
+		return 0; /* the slot or the queue owns call and msg now */
+	call->msg = NULL; /* on failure the caller keeps its message */
 	call_free(call);
+	return rv;
+}
+
+int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
+		       const shop_rpc_call_opts *o, shop_rpc_done_fn done, void *arg)
+{
+	nng_msg *msg;
+	int rv;
+
+	if (c == NULL || method == NULL || req == NULL || o == NULL || done == NULL ||
+	    o->deadline_unix_ms <= 0)
+		return NNG_EINVAL;
+	if ((rv = shop_rpc_request_pack(method, req, o, &msg)) != 0)
+		return rv;
+	if ((rv = shop_rpc_conn_send(c, msg, o->deadline_unix_ms, done, arg)) != 0)
+		nng_msg_free(msg);
 	return rv;
 }
 

@@ -46,6 +46,15 @@ const char *shop_rpc_conn_url(const shop_rpc_conn *c);
 int shop_rpc_conn_call(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
 		       const shop_rpc_call_opts *o, shop_rpc_done_fn done, void *arg);
 
+/* The two halves of shop_rpc_conn_call, for callers that send one request
+ * more than once (a retry on another instance): pack the RpcRequest into an
+ * nng message once (caller frees with nng_msg_free, or dups it), then send.
+ * shop_rpc_conn_send takes ownership of msg when it returns 0 only. */
+int shop_rpc_request_pack(const char *method, const ProtobufCMessage *req,
+			  const shop_rpc_call_opts *o, nng_msg **out);
+int shop_rpc_conn_send(shop_rpc_conn *c, nng_msg *msg, int64_t deadline_unix_ms,
+		       shop_rpc_done_fn done, void *arg);
+
 /* The blocking form, for tools, tests and service-to-service calls made
  * from a worker thread. On 0, *resp is owned by the caller. */
 int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
