@@ -67,6 +67,8 @@ struct shop_rpc_conn {
 	struct rpc_call *q_head, *q_tail;
 	int q_len, q_max;
 	int pipes; /* connected pipes (0 or 1: one peer per socket), under mtx */
+	void (*down_fn)(void *); /* told when the last pipe closes; under mtx */
+	void *down_arg;
 };
 
 int shop_nng_socket_defaults(nng_socket s)
@@ -89,6 +91,8 @@ int shop_nng_socket_defaults(nng_socket s)
 static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	shop_rpc_conn *c = arg;
+	void (*down_fn)(void *) = NULL;
+	void *down_arg = NULL;
 
 	(void)p;
 	nng_mtx_lock(c->mtx);
@@ -98,7 +102,19 @@ static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		for (int i = 0; i < c->n_slots; i++)
 			if (c->slots[i].call != NULL)
 				nng_aio_abort(c->slots[i].aio, NNG_ECONNRESET);
+		down_fn = c->down_fn;
+		down_arg = c->down_arg;
 	}
+	nng_mtx_unlock(c->mtx);
+	if (down_fn != NULL)
+		down_fn(down_arg);
+}
+
+void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg)
+{
+	nng_mtx_lock(c->mtx);
+	c->down_fn = fn;
+	c->down_arg = arg;
 	nng_mtx_unlock(c->mtx);
 }
 

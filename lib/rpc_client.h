@@ -21,6 +21,10 @@ typedef struct shop_rpc_call_opts {
 	const char *traceparent;  /* may be NULL */
 	int64_t deadline_unix_ms; /* absolute; must be > 0 */
 	int64_t caller_user_id;   /* 0 for none */
+	/* Get/List/Lookup: shop_upstream may retry it once on another
+	 * instance after a transport failure. Never set for a call that
+	 * changes anything: it would be sent twice. */
+	bool idempotent;
 } shop_rpc_call_opts;
 
 /* Called exactly once per accepted call, on an nng thread; must not block.
@@ -64,6 +68,11 @@ int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const Protobuf
  * while it is down waits (until its deadline) for the dialer to reconnect;
  * callers with another instance to choose prefer one that is up. */
 bool shop_rpc_conn_is_up(shop_rpc_conn *c);
+
+/* fn(arg) runs on an nng thread each time the connection to the peer is
+ * lost (its last pipe closed), after the calls in flight were failed. It
+ * must not block or destroy the connection. */
+void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg);
 
 /* Sets NNG_OPT_RECVMAXSZ and the other options every shop socket gets. */
 int shop_nng_socket_defaults(nng_socket s);

@@ -1,42 +1,53 @@
-/* upstream.c -- call a service by name: registry view → weighted pick →
- * the per-instance connection. */
+/* upstream.c -- call a service by name: registry view → breakers →
+ * weighted pick → the instance's connection, with one retry on another
+ * instance for idempotent calls that fail at the transport level. */
 #include "upstream.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <nng/nng.h>
 
 #include "balancer.h"
+#include "clock.h"
 #include "log.h"
 
 #define UPSTREAM_MAX_PICK 64 /* instances of one service considered per call */
 #define UPSTREAM_POOL 32     /* nng contexts per instance connection */
 #define UPSTREAM_QUEUE 4096  /* calls waiting for a context, per instance */
 
-/* One connection per distinct rpc_url ever seen. Connections are kept for
- * the upstream's lifetime: an instance that leaves and comes back at the
- * same address reuses its socket (nng redials by itself), and a departed
- * one costs one idle socket. */
-typedef struct upstream_conn {
+/* One entry per (instance name, rpc_url) ever seen, kept for the
+ * upstream's lifetime: an instance that leaves and comes back reuses its
+ * socket (nng redials by itself) and its breaker, and a departed one costs
+ * one idle socket. */
+typedef struct upstream_inst {
+	char instance[64];
 	char rpc_url[128];
 	shop_rpc_conn *conn;
-	struct upstream_conn *next;
-} upstream_conn;
+	shop_breaker *breaker; /* "<caller>:<instance>" */
+	struct upstream_inst *next;
+} upstream_inst;
 
 struct shop_upstream {
 	shop_registry_view *view; /* borrowed */
 	char caller[32];
+	shop_breaker_config bcfg;
 	pthread_mutex_t mtx;
-	upstream_conn *conns;
+	upstream_inst *insts; /* prepend-only list: readers walk it unlocked */
 };
 
-/* One call in flight: carries the caller's callback and the instance name. */
+/* One call in flight. */
 typedef struct upstream_call {
+	shop_upstream *u;
+	char service[32];
 	shop_upstream_done_fn done;
 	void *arg;
-	char instance[64];
+	int64_t deadline_unix_ms;
+	nng_msg *retry_msg; /* a copy kept for one retry (idempotent calls) */
+	upstream_inst *inst;
+	int64_t started_us;
 } upstream_call;
 
 int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const char *caller)
@@ -47,128 +58,271 @@ int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const ch
 		return NNG_ENOMEM;
 	u->view = view;
 	snprintf(u->caller, sizeof(u->caller), "%s", caller);
+	shop_breaker_config_default(&u->bcfg);
 	pthread_mutex_init(&u->mtx, NULL);
 	*out = u;
 	return 0;
 }
 
+void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_config *c)
+{
+	u->bcfg = *c;
+}
+
 void shop_upstream_destroy(shop_upstream *u)
 {
-	upstream_conn *c, *next;
+	upstream_inst *in, *next;
 
 	if (u == NULL)
 		return;
-	for (c = u->conns; c != NULL; c = next) {
-		next = c->next;
-		shop_rpc_conn_destroy(c->conn);
-		free(c);
+	for (in = u->insts; in != NULL; in = next) {
+		next = in->next;
+		shop_rpc_conn_destroy(in->conn);
+		shop_breaker_destroy(in->breaker);
+		free(in);
 	}
 	pthread_mutex_destroy(&u->mtx);
 	free(u);
 }
 
-/* Returns the connection for url, made on first use; NULL when out of
- * memory or nng refuses the socket. Borrowed: lives as long as u. */
-static shop_rpc_conn *upstream_conn_get(shop_upstream *u, const char *url)
+/* The instance's connection closed: its breaker opens at once. */
+static void inst_down(void *arg)
 {
-	upstream_conn *c;
-	shop_rpc_conn *found = NULL;
+	upstream_inst *in = arg;
+
+	shop_breaker_trip(in->breaker, shop_now_mono_us());
+}
+
+/* Returns the entry for (instance, url), made on first use; NULL when out
+ * of memory or nng refuses the socket. Borrowed: lives as long as u. */
+static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
+{
+	upstream_inst *in;
+	char name[128];
 	int rv;
 
 	pthread_mutex_lock(&u->mtx);
-	for (c = u->conns; c != NULL; c = c->next) {
-		if (strcmp(c->rpc_url, url) == 0) {
-			found = c->conn;
+	for (in = u->insts; in != NULL; in = in->next)
+		if (strcmp(in->instance, si->instance) == 0 && strcmp(in->rpc_url, si->rpc_url) == 0)
 			goto out;
-		}
-	}
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if ((in = calloc(1, sizeof(*in))) == NULL)
 		goto out;
-	if ((rv = shop_rpc_conn_create(&c->conn, url, UPSTREAM_POOL, UPSTREAM_QUEUE)) != 0) {
-		SHOP_LOG(ERROR, "%s: cannot open a connection to %s: %s", u->caller, url,
+	snprintf(in->instance, sizeof(in->instance), "%s", si->instance);
+	snprintf(in->rpc_url, sizeof(in->rpc_url), "%s", si->rpc_url);
+	snprintf(name, sizeof(name), "%s:%s", u->caller, si->instance);
+	if ((in->breaker = shop_breaker_create(&u->bcfg, name)) == NULL) {
+		free(in);
+		in = NULL;
+		goto out;
+	}
+	if ((rv = shop_rpc_conn_create(&in->conn, si->rpc_url, UPSTREAM_POOL, UPSTREAM_QUEUE)) !=
+	    0) {
+		SHOP_LOG(ERROR, "%s: cannot open a connection to %s: %s", u->caller, si->rpc_url,
 			 nng_strerror(rv));
-		free(c);
+		shop_breaker_destroy(in->breaker);
+		free(in);
+		in = NULL;
 		goto out;
 	}
-	snprintf(c->rpc_url, sizeof(c->rpc_url), "%s", url);
-	c->next = u->conns;
-	u->conns = c;
-	found = c->conn;
+	shop_rpc_conn_on_down(in->conn, inst_down, in);
+	in->next = u->insts;
+	u->insts = in;
 out:
 	pthread_mutex_unlock(&u->mtx);
-	return found;
-}
-
-static void upstream_call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
-{
-	upstream_call *call = arg;
-
-	call->done(call->arg, rv, resp, call->instance);
-	free(call);
+	return in;
 }
 
 /* Picks an instance of service by weight among the healthy ones whose
- * connection is up; when none is up (all just started, or all gone) among
- * all the healthy ones, so that a call can wait for a reconnect. Returns 0
- * and fills *pick and *conn, or NNG_ENOENT when none is healthy. */
-static int upstream_pick(shop_upstream *u, const char *service, shop_instance *pick,
-			 shop_rpc_conn **conn)
+ * breaker admits a call, preferring those connected right now; skips
+ * `except`. On success the breaker has admitted the call (the caller must
+ * record its outcome). Returns NNG_ENOENT when none is known and healthy,
+ * NNG_EBUSY when some are but every breaker refuses. */
+static int upstream_pick(shop_upstream *u, const char *service, const upstream_inst *except,
+			 upstream_inst **out)
 {
-	shop_instance inst[UPSTREAM_MAX_PICK];
-	shop_rpc_conn *conns[UPSTREAM_MAX_PICK];
+	shop_instance si[UPSTREAM_MAX_PICK];
+	upstream_inst *cand[UPSTREAM_MAX_PICK];
 	uint32_t weights[UPSTREAM_MAX_PICK];
-	int n, i, n_up = 0;
+	int64_t now = shop_now_mono_us();
+	int n, i, m = 0, n_up = 0, known = 0;
 
-	n = shop_registry_view_get(u->view, service, true, inst, UPSTREAM_MAX_PICK);
+	n = shop_registry_view_get(u->view, service, true, si, UPSTREAM_MAX_PICK);
 	for (i = 0; i < n; i++) {
-		conns[i] = upstream_conn_get(u, inst[i].rpc_url);
-		weights[i] = conns[i] != NULL && shop_rpc_conn_is_up(conns[i]) ? inst[i].weight : 0;
-		n_up += weights[i] > 0;
+		upstream_inst *in = inst_get(u, &si[i]);
+		if (in == NULL || in == except)
+			continue;
+		known++;
+		if (!shop_breaker_would_admit(in->breaker, now))
+			continue;
+		cand[m] = in;
+		weights[m] = si[i].weight;
+		n_up += shop_rpc_conn_is_up(in->conn) && si[i].weight > 0;
+		m++;
 	}
-	if (n_up == 0)
-		for (i = 0; i < n; i++)
-			weights[i] = conns[i] != NULL ? inst[i].weight : 0;
-	if ((i = shop_balancer_pick(weights, n, shop_random_u64())) < 0)
-		return NNG_ENOENT;
-	*pick = inst[i];
-	*conn = conns[i];
-	return 0;
+	if (n_up > 0) /* a connected instance beats one still dialing */
+		for (i = 0; i < m; i++)
+			if (!shop_rpc_conn_is_up(cand[i]->conn))
+				weights[i] = 0;
+	/* Half-open breakers may refuse between the look and the admit: try
+	 * the others. */
+	while ((i = shop_balancer_pick(weights, m, shop_random_u64())) >= 0) {
+		if (shop_breaker_admit(cand[i]->breaker, now)) {
+			*out = cand[i];
+			return 0;
+		}
+		weights[i] = 0;
+	}
+	return known > 0 ? NNG_EBUSY : NNG_ENOENT;
+}
+
+/* Transport errors, timeouts and UNAVAILABLE/INTERNAL replies count
+ * against the instance; a business answer (NOT_FOUND...) does not. */
+static bool outcome_ok(int rv, const Shop__V1__RpcResponse *resp)
+{
+	if (rv != 0)
+		return false;
+	return resp->code != SHOP_RPC_UNAVAILABLE && resp->code != SHOP_RPC_INTERNAL &&
+	       resp->code != SHOP_RPC_DEADLINE_EXCEEDED && resp->code != SHOP_RPC_UNKNOWN;
+}
+
+static void call_finish(upstream_call *call, int rv, Shop__V1__RpcResponse *resp)
+{
+	call->done(call->arg, rv, resp, call->inst != NULL ? call->inst->instance : "");
+	if (call->retry_msg != NULL)
+		nng_msg_free(call->retry_msg);
+	free(call);
+}
+
+static int call_send(upstream_call *call, nng_msg *msg);
+
+static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
+{
+	upstream_call *call = arg;
+	upstream_inst *failed = call->inst;
+	int64_t now = shop_now_mono_us();
+	nng_msg *retry;
+
+	shop_breaker_record(failed->breaker, outcome_ok(rv, resp), now - call->started_us, now);
+	/* A transport failure of an idempotent call: once more, elsewhere,
+	 * if the deadline allows. A timeout has used the deadline up. */
+	if (rv != 0 && rv != NNG_ETIMEDOUT && call->retry_msg != NULL &&
+	    shop_now_unix_ms() < call->deadline_unix_ms &&
+	    upstream_pick(call->u, call->service, failed, &call->inst) == 0) {
+		retry = call->retry_msg;
+		call->retry_msg = NULL;
+		SHOP_LOG(DEBUG, "%s: %s failed (%s), retrying on %s", call->u->caller,
+			 failed->instance, nng_strerror(rv), call->inst->instance);
+		if (call_send(call, retry) == 0)
+			return;
+		nng_msg_free(retry);
+	}
+	call_finish(call, rv, resp);
+}
+
+/* Sends msg to call->inst (already admitted by its breaker). On failure
+ * records it and leaves msg with the caller. */
+static int call_send(upstream_call *call, nng_msg *msg)
+{
+	int rv;
+
+	call->started_us = shop_now_mono_us();
+	rv = shop_rpc_conn_send(call->inst->conn, msg, call->deadline_unix_ms, call_done, call);
+	if (rv != 0)
+		shop_breaker_record(call->inst->breaker, false, 0, shop_now_mono_us());
+	return rv;
 }
 
 int shop_upstream_call(shop_upstream *u, const char *service, const char *method,
 		       const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 		       shop_upstream_done_fn done, void *arg)
 {
-	shop_instance pick;
-	shop_rpc_conn *conn;
 	upstream_call *call;
+	nng_msg *msg = NULL;
 	int rv;
 
-	if ((rv = upstream_pick(u, service, &pick, &conn)) != 0)
-		return rv;
-	if ((call = malloc(sizeof(*call))) == NULL)
+	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NNG_ENOMEM;
+	call->u = u;
+	snprintf(call->service, sizeof(call->service), "%s", service);
 	call->done = done;
 	call->arg = arg;
-	snprintf(call->instance, sizeof(call->instance), "%s", pick.instance);
-	if ((rv = shop_rpc_conn_call(conn, method, req, o, upstream_call_done, call)) != 0)
-		free(call);
+	call->deadline_unix_ms = o->deadline_unix_ms;
+	if ((rv = shop_rpc_request_pack(method, req, o, &msg)) != 0)
+		goto fail;
+	if (o->idempotent && (rv = nng_msg_dup(&call->retry_msg, msg)) != 0)
+		goto fail;
+	if ((rv = upstream_pick(u, service, NULL, &call->inst)) != 0)
+		goto fail;
+	if ((rv = call_send(call, msg)) != 0)
+		goto fail;
+	return 0; /* call_done owns call now */
+fail:
+	nng_msg_free(msg);
+	if (call->retry_msg != NULL)
+		nng_msg_free(call->retry_msg);
+	free(call);
 	return rv;
+}
+
+/* What a blocked shop_upstream_call_sync waits on; on its stack. */
+struct upstream_wait {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool done;
+	int rv;
+	Shop__V1__RpcResponse *resp;
+	char *instance;
+	size_t cap;
+};
+
+static void sync_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
+{
+	struct upstream_wait *w = arg;
+
+	pthread_mutex_lock(&w->mtx);
+	w->rv = rv;
+	w->resp = resp;
+	if (w->cap > 0)
+		snprintf(w->instance, w->cap, "%s", instance);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mtx); /* w may be gone once this returns */
 }
 
 int shop_upstream_call_sync(shop_upstream *u, const char *service, const char *method,
 			    const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 			    Shop__V1__RpcResponse **resp, char *instance, size_t cap)
 {
-	shop_instance pick;
-	shop_rpc_conn *conn;
+	struct upstream_wait w = {.instance = instance, .cap = cap};
 	int rv;
 
 	if (cap > 0)
 		instance[0] = '\0';
-	if ((rv = upstream_pick(u, service, &pick, &conn)) != 0)
-		return rv;
-	if (cap > 0)
-		snprintf(instance, cap, "%s", pick.instance);
-	return shop_rpc_conn_call_sync(conn, method, req, o, resp);
+	pthread_mutex_init(&w.mtx, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	if ((rv = shop_upstream_call(u, service, method, req, o, sync_done, &w)) == 0) {
+		pthread_mutex_lock(&w.mtx);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mtx);
+		pthread_mutex_unlock(&w.mtx);
+		rv = w.rv;
+		*resp = w.resp;
+	}
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mtx);
+	return rv;
+}
+
+void shop_upstream_foreach_breaker(shop_upstream *u,
+				   void (*fn)(void *arg, shop_breaker *b, const char *instance),
+				   void *arg)
+{
+	upstream_inst *in;
+
+	pthread_mutex_lock(&u->mtx);
+	in = u->insts;
+	pthread_mutex_unlock(&u->mtx);
+	/* Entries are only ever prepended and live as long as u. */
+	for (; in != NULL; in = in->next)
+		fn(arg, in->breaker, in->instance);
 }

@@ -4,6 +4,7 @@
 #ifndef SHOP_UPSTREAM_H
 #define SHOP_UPSTREAM_H
 
+#include "breaker.h"
 #include "registry_client.h"
 #include "rpc_client.h"
 
@@ -13,16 +14,24 @@ typedef struct shop_upstream shop_upstream;
  * process in logs (e.g. "gateway"). */
 int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const char *caller);
 void shop_upstream_destroy(shop_upstream *u); /* accepts NULL; waits for callbacks */
+/* Breakers made from now on use c (copied); call before the first call. */
+void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_config *c);
 
 /* Called exactly once per accepted call, on an nng thread; must not block.
  * rv and resp as shop_rpc_done_fn (the callback owns resp). instance is the
  * name of the instance that was called ("" when none was), borrowed for the
- * callback's length. rv == NNG_ENOENT: no healthy instance of service. */
+ * callback's length. Each instance has a breaker "<caller>:<instance>"
+ * (breaker.h); a call goes to a healthy instance whose breaker admits it,
+ * by weight, preferring connected ones. An idempotent call (opts) that
+ * fails at the transport level is retried once on another instance within
+ * its deadline. */
 typedef void (*shop_upstream_done_fn)(void *arg, int rv, Shop__V1__RpcResponse *resp,
 				      const char *instance);
 
 /* Returns 0 when accepted (done runs exactly once, possibly before this
- * returns), else an nng error and done does not run. */
+ * returns), else an nng error and done does not run: NNG_ENOENT when no
+ * healthy instance of service is known, NNG_EBUSY when every one's breaker
+ * refuses the call (both are "unavailable" to users, answered at once). */
 int shop_upstream_call(shop_upstream *u, const char *service, const char *method,
 		       const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 		       shop_upstream_done_fn done, void *arg);
@@ -32,5 +41,10 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 int shop_upstream_call_sync(shop_upstream *u, const char *service, const char *method,
 			    const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 			    Shop__V1__RpcResponse **resp, char *instance, size_t cap);
+
+/* Calls fn for every breaker the upstream has made (metrics, health). */
+void shop_upstream_foreach_breaker(shop_upstream *u,
+				   void (*fn)(void *arg, shop_breaker *b, const char *instance),
+				   void *arg);
 
 #endif
