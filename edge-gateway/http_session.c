@@ -14,6 +14,7 @@
 #include <libwebsockets.h>
 
 #include "clock.h"
+#include "jwt_filter.h"
 #include "log.h"
 #include "metrics.h"
 #include "problem.h"
@@ -73,6 +74,8 @@ typedef struct gw_req {
 	char x_cache[8];
 	char allow[64];
 	int retry_after;
+	const char *www_authenticate; /* static; set by a token refusal */
+	int64_t caller_user_id;       /* from the verified token; 0 on open routes */
 } gw_req;
 
 /* What lws keeps per connection: the request in progress, if any. */
@@ -282,8 +285,7 @@ static void start_call(gw_req *r)
 	o = (shop_rpc_call_opts){
 	    .traceparent = r->trace.traceparent,
 	    .deadline_unix_ms = shop_now_unix_ms() + r->srv->cfg.rpc_timeout_ms,
-	    /* Set by the JWT filter (next issue) from the verified token. */
-	    .caller_user_id = 0,
+	    .caller_user_id = r->caller_user_id,
 	};
 	r->state = REQ_WAITING;
 	rv = gw_bridge_call(r->srv->bridge, r, rt->service, rt->rpc_method, msg, &o, &r->job);
@@ -397,6 +399,42 @@ static bool body_may_follow(struct lws *wsi)
 	       lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
 }
 
+/* The JWT filter (jwt_filter.h) on a route with needs_token: true when the
+ * request may go on, with r->caller_user_id set; otherwise the 401 is
+ * answered. The token is never logged, and the answer is the same whatever
+ * made it invalid. */
+static bool token_accepted(gw_req *r)
+{
+	int n = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+	char *value = NULL;
+	gw_jwt_result res;
+
+	if (n > 0 && (value = malloc((size_t)n + 1)) == NULL) {
+		answer_kind(r, GW_P_INTERNAL, NULL);
+		return false;
+	}
+	if (value != NULL && lws_hdr_copy(r->wsi, value, n + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+		res = GW_JWT_MALFORMED;
+	else
+		res = gw_jwt_verify(&r->srv->cfg.jwt, value, shop_now_unix_ms() / 1000,
+				    &r->caller_user_id);
+	free(value);
+	if (res == GW_JWT_OK)
+		return true;
+	SHOP_LOG_T(INFO, r->trace.trace_id, "token refused: %s", gw_jwt_result_str(res));
+	if (res == GW_JWT_INTERNAL) {
+		answer_kind(r, GW_P_INTERNAL, NULL);
+	} else if (res == GW_JWT_MISSING) {
+		/* RFC 6750 §3.1: no error code when no credentials came. */
+		r->www_authenticate = "Bearer";
+		answer_kind(r, GW_P_MISSING_TOKEN, NULL);
+	} else {
+		r->www_authenticate = "Bearer error=\"invalid_token\"";
+		answer_kind(r, GW_P_INVALID_TOKEN, NULL);
+	}
+	return false;
+}
+
 /* Returns 0 to keep the connection, -1 to close it. */
 static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 {
@@ -458,8 +496,9 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 		break;
 	}
 
-	/* Token filter (next issue): routes with needs_token are checked here,
-	 * on the normalised path's route, and set caller_user_id. */
+	/* On the normalised path's route, before anything goes upstream. */
+	if (r->route->needs_token && !token_accepted(r))
+		return 0;
 
 	if (!r->route->has_body) {
 		start_call(r); /* a body sent anyway is not read: close_after stays */
@@ -565,6 +604,7 @@ static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char
 	    add_header(wsi, "x-cache:", r->x_cache, pp, end) ||
 	    add_header(wsi, "allow:", r->allow, pp, end) ||
 	    add_header(wsi, "retry-after:", ra, pp, end) ||
+	    add_header(wsi, "www-authenticate:", r->www_authenticate, pp, end) ||
 	    (r->close_after && add_header(wsi, "connection:", "close", pp, end)) ||
 	    lws_finalize_write_http_header(wsi, start, pp, end))
 		return -1;

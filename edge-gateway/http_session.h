@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jwt_filter.h"
 #include "registry_client.h"
 #include "upstream.h"
 
@@ -19,6 +20,7 @@ typedef struct gw_http_config {
 	int64_t rpc_timeout_ms;      /* upstream deadline per request */
 	const char *const *required; /* services /readyz needs an instance of */
 	size_t n_required;
+	gw_jwt_config jwt; /* the token check of routes with needs_token */
 } gw_http_config;
 
 typedef struct gw_http gw_http;

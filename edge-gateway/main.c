@@ -5,6 +5,8 @@
  *   SHOP_REGISTRY_LOOKUP_URL        registry lookups (tcp://127.0.0.1:7101)
  *   SHOP_REGISTRY_REFRESH_MS        registry view refresh (250)
  *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
+ *   SHOP_JWT_SECRET                 HS256 key of the access tokens (required,
+ *                                   at least 32 bytes; never logged)
  *   SHOP_GATEWAY_REQUIRED_SERVICES  services /readyz needs a healthy instance
  *                                   of, comma-separated ("product"; add
  *                                   "auth,order" once they are deployed)
@@ -18,6 +20,7 @@
 
 #include "config.h"
 #include "http_session.h"
+#include "jwt_filter.h"
 #include "log.h"
 #include "registry_client.h"
 #include "upstream.h"
@@ -63,7 +66,7 @@ int main(void)
 	char host[64], *required_buf = NULL;
 	const char *required[MAX_REQUIRED];
 	gw_http_config cfg = {.host = host, .required = required};
-	const char *lookup_url, *level_s, *required_s;
+	const char *lookup_url, *level_s, *required_s, *jwt_secret;
 	int64_t refresh_ms;
 	int level, rv, status = 1;
 	shop_registry_view *view = NULL;
@@ -82,8 +85,12 @@ int main(void)
 	level_s = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
 	cfg.instance = shop_env_str(&env, "SHOP_INSTANCE", "gateway", true);
 	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);
+	/* No token can be verified without the key: refuse to start. */
+	jwt_secret = shop_env_secret(&env, "SHOP_JWT_SECRET", GW_JWT_MIN_KEY);
 	if (shop_env_check(&env) != 0)
 		return 2;
+	cfg.jwt.key = (const unsigned char *)jwt_secret;
+	cfg.jwt.key_len = strlen(jwt_secret);
 	if ((level = shop_log_level_parse(level_s)) < 0) {
 		fprintf(stderr, "gateway: SHOP_LOG_LEVEL: must be debug, info, warn or error\n");
 		return 2;

@@ -185,6 +185,18 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 		detail(p, lang, "The request header block is too large.",
 		       "요청 헤더가 너무 큽니다");
 		break;
+	case GW_P_MISSING_TOKEN:
+		set(p, 401, "missing_token", 0);
+		detail(p, lang, "This request needs a bearer access token.",
+		       "이 요청에는 Bearer 액세스 토큰이 필요합니다");
+		break;
+	case GW_P_INVALID_TOKEN:
+		/* One text for every reason: the client learns nothing about
+		 * which check failed. */
+		set(p, 401, "invalid_token", 0);
+		detail(p, lang, "The access token is invalid or has expired.",
+		       "액세스 토큰이 유효하지 않거나 만료되었습니다");
+		break;
 	case GW_P_UNAVAILABLE:
 		set(p, 503, "service_unavailable", 1);
 		detail(p, lang, UNAVAILABLE_EN, UNAVAILABLE_KO);

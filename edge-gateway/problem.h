@@ -34,6 +34,8 @@ enum gw_problem_kind {
 	GW_P_PAYLOAD_TOO_LARGE,  /* 413 */
 	GW_P_UNSUPPORTED_MEDIA,  /* 415 */
 	GW_P_HEADERS_TOO_LARGE,  /* 431 */
+	GW_P_MISSING_TOKEN,      /* 401 no bearer credentials (jwt_filter.h) */
+	GW_P_INVALID_TOKEN,      /* 401 any bad token, whatever the reason */
 	GW_P_UNAVAILABLE,        /* 503 + Retry-After: 1 (no instance, transport) */
 	GW_P_INTERNAL,           /* 500 */
 };

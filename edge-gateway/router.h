@@ -29,7 +29,7 @@ typedef struct gw_route {
 	const ProtobufCMessageDescriptor *resp_desc;
 	int success_status;   /* 200 or 201 */
 	bool has_body;        /* JSON request body (POST/PUT) */
-	bool needs_token;     /* checked by the JWT filter (next issue) */
+	bool needs_token;     /* checked by the JWT filter (jwt_filter.h) */
 	const char *id_field; /* request field receiving the path {id}, or NULL */
 	const char *location; /* "/products/": Location = this + response id */
 	bool list_query;      /* page_size / page_token from the query string */
