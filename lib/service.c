@@ -48,6 +48,17 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 			      c->log_level);
 }
 
+void shop_service_block_signals(void)
+{
+	sigset_t sigs;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
 /* The running service's configuration: one service per process, and the
  * worker hooks only receive the handlers' app pointer. */
 static const shop_service_config *service_cfg;
@@ -119,11 +130,10 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 
 	/* Every thread made from here on inherits the mask; main takes the
 	 * signals with sigwait, so no handler runs on a library thread. */
+	shop_service_block_signals();
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	if (service_migrate(c, migrations, n_migrations) != 0) {
 		SHOP_LOG(ERROR, "database migrations failed; stopping");

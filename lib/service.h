@@ -44,6 +44,12 @@ typedef struct shop_service_worker {
 	shop_redis *redis;
 } shop_service_worker;
 
+/* Blocks SIGTERM and SIGINT in the calling thread, so that every thread
+ * made afterwards inherits the mask and only shop_service_run's sigwait
+ * takes them. Call first in main when main makes threads (a registry
+ * view...) before shop_service_run; calling it twice is harmless. */
+void shop_service_block_signals(void);
+
 /* Runs until SIGTERM/SIGINT. Returns the process exit status. */
 int shop_service_run(const shop_service_config *c, const shop_rpc_method *methods, size_t n_methods,
 		     const shop_migration *migrations, int n_migrations, void *app);

@@ -1,0 +1,45 @@
+/* main.c -- svc-order: wiring only. */
+#include <stdlib.h>
+
+#include "config.h"
+#include "log.h"
+#include "order_service.h"
+#include "order_store.h"
+#include "registry_client.h"
+#include "service.h"
+#include "upstream.h"
+
+int main(void)
+{
+	shop_service_config cfg;
+	shop_registry_view *view = NULL;
+	shop_upstream *products = NULL;
+	const char *lookup_url;
+	order_app app = {0};
+	int64_t refresh_ms;
+	shop_env env;
+	int status = 1;
+
+	shop_service_block_signals(); /* before the view's thread starts */
+	shop_env_init(&env, "svc-order");
+	shop_service_config_read(&cfg, &env, "order", "order", "tcp://127.0.0.1:7221",
+				 "127.0.0.1:7321");
+	lookup_url = shop_env_nng_url(&env, "SHOP_REGISTRY_LOOKUP_URL", "tcp://127.0.0.1:7101");
+	refresh_ms = shop_env_int(&env, "SHOP_REGISTRY_REFRESH_MS", 250, 10, 60000);
+	app.product_timeout_ms = shop_env_int(&env, "SHOP_PRODUCT_TIMEOUT_MS", 1000, 1, 60000);
+	app.cache_ttl_s = (int)shop_env_int(&env, "SHOP_ORDER_CACHE_TTL", 300, 1, 86400 * 30);
+	if (shop_env_check(&env) != 0)
+		return 2;
+	if (shop_registry_view_create(&view, lookup_url, (int)refresh_ms) != 0 ||
+	    shop_upstream_create(&products, view, "order") != 0) {
+		SHOP_LOG(ERROR, "cannot reach the registry's lookups at %s", lookup_url);
+		goto out;
+	}
+	app.products = products;
+	status = shop_service_run(&cfg, order_methods, order_n_methods, order_migrations,
+				  order_n_migrations, &app);
+out:
+	shop_upstream_destroy(products);
+	shop_registry_view_destroy(view);
+	return status;
+}
