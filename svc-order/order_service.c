@@ -195,6 +195,12 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 			goto out;
 		}
 	}
+	/* Our own database first: when it is down the answer is ours
+	 * (service_unavailable), not a product check that cannot be used. */
+	if (!shop_pg_ok(worker_pg(call))) {
+		reply_db_down(reply);
+		goto out;
+	}
 	if (fetch_products(app, call, req->product_ids, req->n_product_ids, &products, reply) != 0)
 		goto out;
 	for (size_t i = 0; i < req->n_product_ids; i++) {
@@ -248,6 +254,10 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 		reply_bad_field(reply, req->order_id <= 0 ? "order_id" : "product_id",
 				"must be a positive id");
 		return;
+	}
+	if (!shop_pg_ok(worker_pg(call))) {
+		reply_db_down(reply);
+		goto out;
 	}
 	if (fetch_products(app, call, &req->product_id, 1, &products, reply) != 0)
 		goto out;
