@@ -25,6 +25,7 @@ import test_lifecycle  # noqa: E402
 import test_products  # noqa: E402
 import test_registry  # noqa: E402
 import test_rpc  # noqa: E402
+import test_tokens  # noqa: E402
 
 CASE_TIMEOUT_S = 180
 
@@ -34,6 +35,7 @@ CASES = (
     + test_products.CASES
     + test_auth.CASES
     + test_errors.CASES
+    + test_tokens.CASES
     + test_rpc.CASES
     + test_registry.CASES
     + [test_lifecycle.test_status_shows_every_instance_healthy,
