@@ -47,4 +47,11 @@ void shop_upstream_foreach_breaker(shop_upstream *u,
 				   void (*fn)(void *arg, shop_breaker *b, const char *instance),
 				   void *arg);
 
+/* The breakers' state in Prometheus text, with Resilience4j's metric names
+ * and labels (contract §6): resilience4j_circuitbreaker_state{name,state},
+ * _failure_rate{name} (-1 below the minimum calls),
+ * _calls_seconds_count{name,kind}, _not_permitted_calls_total{name}.
+ * Returns a malloc'd string (caller frees), NULL when out of memory. */
+char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *len);
+
 #endif

@@ -1,0 +1,216 @@
+"""test_faults.py -- real process faults under real load (issue 4): an
+instance killed, hung (SIGSTOP), slowed, both instances down, the registry
+killed and restarted. Load comes from threads doing GET /products through
+the gateway; every answer is checked."""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import stack
+from stack import alive, api, check, check_problem, pid_of, registry_instances, shop
+
+# The test stack's upstream deadline (./shop gives the gateway
+# SHOP_RPC_TIMEOUT_MS; the default is 2000 ms).
+DEADLINE_S = 2.0
+
+
+class Load:
+    """n threads doing GET /products?page_size=1 until stopped; records
+    (start, seconds, status, served_by) of every request."""
+
+    def __init__(self, n=6):
+        self.n = n
+        self.results = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run) for _ in range(n)]
+
+    def _run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            try:
+                r = api("GET", "/products?page_size=1")
+                status, who = r.status, r.header("x-served-by")
+            except Exception as e:  # a reset or a timeout is a failed GET too
+                status, who = "error: %s" % e, None
+            with self.lock:
+                self.results.append((t, time.monotonic() - t, status, who))
+
+    def __enter__(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for th in self.threads:
+            th.join(30)
+
+    def since(self, t0):
+        with self.lock:
+            return [r for r in self.results if r[0] >= t0]
+
+
+def breaker_state(name):
+    """The gateway's breaker state for instance name, from its /metrics."""
+    r = stack.request("GET", "/metrics")
+    check(r.status == 200, "GET /metrics -> %r" % r)
+    text = r.body.decode()
+    for state in ("closed", "open", "half_open"):
+        pat = r'resilience4j_circuitbreaker_state\{[^}]*name="gateway:%s"[^}]*state="%s"[^}]*\} 1' \
+            % (re.escape(name), state)
+        pat2 = r'resilience4j_circuitbreaker_state\{[^}]*state="%s"[^}]*name="gateway:%s"[^}]*\} 1' \
+            % (state, re.escape(name))
+        if re.search(pat, text) or re.search(pat2, text):
+            return state
+    return None
+
+
+def wait_for(pred, limit_s, step_s=0.1):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(step_s)
+    return None
+
+
+def both_products_serving():
+    served = set()
+    for _ in range(60):
+        r = api("GET", "/products?page_size=1")
+        if r.status == 200:
+            served.add(r.header("x-served-by"))
+    return served == {"product-a", "product-b"}
+
+
+def ensure_both_running():
+    for name in ("product-a", "product-b"):
+        pid = pid_of(name)
+        if not pid or not alive(pid):
+            rc, out = shop("start", name)
+            check(rc == 0, "./shop start %s: %s" % (name, out[-300:]))
+    check(wait_for(both_products_serving, 20, 0.5) is not None,
+          "product-a and product-b are not both serving")
+
+
+def test_kill_9_under_load_loses_no_get():
+    ensure_both_running()
+    with Load() as load:
+        time.sleep(1.0)
+        t_kill = time.monotonic()
+        os.kill(pid_of("product-b"), signal.SIGKILL)
+        time.sleep(2.0)
+    res = load.results
+    bad = [r for r in res if r[2] != 200]
+    check(len(res) > 100, "only %d GETs ran" % len(res))
+    check(not bad, "%d of %d GETs failed around the kill, e.g. %r" % (len(bad), len(res), bad[:3]))
+    after = [r for r in res if r[0] > t_kill + 0.5]
+    check(after and all(r[3] == "product-a" for r in after), "product-b still served after the kill")
+    rc, out = shop("start", "product-b")
+    check(rc == 0, "./shop start product-b: %s" % out[-300:])
+    return "%d GETs, 0 failed" % len(res)
+
+
+def test_sigstop_opens_breaker_then_half_open_recovers():
+    ensure_both_running()
+    pid = pid_of("product-b")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with Load() as load:
+            t0 = time.monotonic()
+            took = wait_for(lambda: breaker_state("product-b") == "open", 15, 0.1)
+            time.sleep(1.0)
+        check(took is not None, "gateway:product-b never opened (state %r)" % breaker_state("product-b"))
+        res = load.since(t0)
+        slow = [r for r in res if r[1] > DEADLINE_S + 0.5]
+        check(not slow, "%d GETs took longer than one deadline, e.g. %r" % (len(slow), slow[:3]))
+        late = [r for r in res if r[0] > t0 + took + 0.2]
+        check(late and all(r[2] == 200 for r in late),
+              "GETs failed after the breaker opened: %r" % [r for r in late if r[2] != 200][:3])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Open → half-open after 5 s; three good trials close it.
+    back = wait_for(lambda: breaker_state("product-b") == "closed" and both_products_serving(), 20, 0.5)
+    check(back is not None, "product-b did not return through half-open (state %r)"
+          % breaker_state("product-b"))
+    return "opened after %.1f s; closed again %.1f s after SIGCONT" % (took, back)
+
+
+def test_slow_instance_counts_as_failing():
+    """product-b is slowed past the deadline (stopped 90 % of the time):
+    its calls time out and its breaker opens."""
+    ensure_both_running()
+    pid = pid_of("product-b")
+    stop = threading.Event()
+
+    def throttle():
+        while not stop.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(DEADLINE_S + 0.3)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)
+
+    th = threading.Thread(target=throttle)
+    th.start()
+    try:
+        with Load():
+            took = wait_for(lambda: breaker_state("product-b") == "open", 20, 0.2)
+    finally:
+        stop.set()
+        th.join(10)
+        os.kill(pid, signal.SIGCONT)
+    check(took is not None, "a slowed product-b never opened its breaker")
+    check(wait_for(lambda: breaker_state("product-b") == "closed", 20, 0.5) is not None,
+          "product-b's breaker did not close after it sped up")
+    return "opened after %.1f s" % took
+
+
+def test_both_down_503_at_once():
+    ensure_both_running()
+    for name in ("product-a", "product-b"):
+        rc, out = shop("stop", name)
+        check(rc == 0, "./shop stop %s: %s" % (name, out[-300:]))
+    try:
+        for _ in range(5):
+            t = time.monotonic()
+            r = api("GET", "/products")
+            took = time.monotonic() - t
+            check_problem(r, 503, "service_unavailable")
+            check(r.header("retry-after"), "503 without Retry-After")
+            check(took < 0.5, "503 took %.2f s" % took)
+    finally:
+        for name in ("product-a", "product-b"):
+            shop("start", name)
+    check(wait_for(both_products_serving, 20, 0.5) is not None, "products did not come back")
+
+
+def test_registry_outage_traffic_continues():
+    ensure_both_running()
+    pid = pid_of("registry")
+    with Load() as load:
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(2.0)
+        t_back = time.monotonic()
+        rc, out = shop("start", "registry")
+        check(rc == 0, "./shop start registry: %s" % out[-300:])
+        full = wait_for(lambda: {"product-a", "product-b"} <= set(registry_instances()), 5, 0.05)
+        time.sleep(0.5)
+    bad = [r for r in load.results if r[2] != 200]
+    check(not bad, "%d GETs failed while the registry was away, e.g. %r" % (len(bad), bad[:3]))
+    check(full is not None, "the registry's view was not full again after its restart")
+    check(full <= 1.0, "instances back %.2f s after the restart (one survey is 0.5 s)" % full)
+    return "%d GETs ok; view full %.0f ms after restart" % (len(load.results), full * 1000)
+
+
+FAULT_CASES = [
+    test_kill_9_under_load_loses_no_get,
+    test_sigstop_opens_breaker_then_half_open_recovers,
+    test_slow_instance_counts_as_failing,
+    test_both_down_503_at_once,
+    test_registry_outage_traffic_continues,
+]
