@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include <libwebsockets.h>
 
 #include "clock.h"
+#include "framing.h"
 #include "jwt_filter.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,6 +64,14 @@ typedef struct gw_req {
 	char *body;
 	size_t body_len;
 	bool answered_early; /* an error answer went out before the body ended */
+	/* framing (RFC 9112 §6), decided from the headers */
+	bool has_length;
+	uint64_t content_length;
+	bool chunked;
+	gw_chunked dechunk;
+	bool body_seen;               /* a first body byte arrived */
+	lws_sorted_usec_list_t limit; /* whole-body deadline, while armed */
+	bool limit_armed;
 	gw_job *job;
 	/* the answer */
 	int status;
@@ -105,6 +115,8 @@ static void req_free(gw_req *r)
 {
 	if (r == NULL)
 		return;
+	if (r->limit_armed)
+		lws_sul_cancel(&r->limit);
 	gw_bridge_job_abandon(r->srv->bridge, r->job);
 	free(r->body);
 	free(r->out);
@@ -122,6 +134,9 @@ static void set_answer(gw_req *r, int status, const char *content_type, char *bo
 	r->out_len = len;
 	r->out_off = 0;
 	r->state = REQ_READY;
+	/* A client that stops reading its answer is cut off (re-armed at
+	 * every chunk written; lws sets its keep-alive timeout after). */
+	lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, r->srv->cfg.idle_timeout_s);
 	lws_callback_on_writable(r->wsi);
 }
 
@@ -240,18 +255,6 @@ static void start_call(gw_req *r)
 	int rv;
 
 	if (rt->has_body) {
-		size_t ml = strlen(r->method);
-
-		/* lws 4.1.6 hands a request pipelined behind another the
-		 * wrong bytes as its body (its own request line onwards). The
-		 * call was never made, so the client may safely retry it on a
-		 * fresh connection. */
-		if (r->body_len > ml && memcmp(r->body, r->method, ml) == 0 && r->body[ml] == ' ') {
-			SHOP_LOG_T(WARN, r->trace.trace_id, "pipelined body misdelivered; closing");
-			r->close_after = true;
-			answer_kind(r, GW_P_UNAVAILABLE, NULL);
-			return;
-		}
 		if (gw_body_to_message(r->body != NULL ? r->body : "", r->body_len, rt->req_desc,
 				       &msg, &err) != 0) {
 			gw_problem p;
@@ -388,15 +391,116 @@ static const char *header(struct lws *wsi, enum lws_token_indexes tok, char *buf
 	return buf;
 }
 
-/* True when the request announces a body: answering before reading it
- * leaves bytes on the connection, which must then be closed. */
-static bool body_may_follow(struct lws *wsi)
-{
-	char buf[32];
+/* ---- framing (RFC 9112 §6) ---------------------------------------------- */
 
-	header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, buf, sizeof(buf));
-	return (buf[0] != '\0' && strcmp(buf, "0") != 0) ||
-	       lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+/* Field lines of one header looked at; more are as bad as two. */
+#define GW_MAX_FIELD_LINES 4
+
+/* Copies the field lines of tok (lws keeps a repeated header as fragments,
+ * and an empty value as an empty fragment) into buf; returns how many, up
+ * to GW_MAX_FIELD_LINES. A value too long for its slot is kept as "x",
+ * which no check accepts. */
+static size_t field_lines(struct lws *wsi, enum lws_token_indexes tok, char (*buf)[64],
+			  const char **lines)
+{
+	size_t n = 0;
+
+	for (; n < GW_MAX_FIELD_LINES; n++) {
+		int rv = lws_hdr_copy_fragment(wsi, buf[n], 64, tok, (int)n);
+
+		if (rv == -1)
+			break;
+		if (rv < 0)
+			snprintf(buf[n], 64, "x");
+		lines[n] = buf[n];
+	}
+	return n;
+}
+
+/* Decides how the body is delimited, and refuses what could be read two
+ * ways. lws 4.1 has already read Content-Length its own way (atoll, so "5,5"
+ * is 5 and "-5" is 2^64 - 5) and reads the body by it whatever we decide:
+ * every refusal here therefore closes the connection. Returns 0 to go on,
+ * -1 when answered. */
+static int read_framing(gw_req *r)
+{
+	char clb[GW_MAX_FIELD_LINES][64], teb[GW_MAX_FIELD_LINES][64];
+	const char *cl[GW_MAX_FIELD_LINES], *te[GW_MAX_FIELD_LINES];
+	size_t n_cl = field_lines(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, clb, cl);
+	size_t n_te = field_lines(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, teb, te);
+
+	switch (gw_framing_decide(cl, n_cl, te, n_te, &r->content_length)) {
+	case GW_FRAMING_NONE:
+		return 0;
+	case GW_FRAMING_LENGTH:
+		r->has_length = true;
+		return 0;
+	case GW_FRAMING_CHUNKED:
+		r->chunked = true;
+		gw_chunked_init(&r->dechunk);
+		return 0;
+	case GW_FRAMING_CONFLICT:
+		answer_kind(r, GW_P_LENGTH_AND_CODING, NULL);
+		break;
+	case GW_FRAMING_BAD_LENGTH:
+		answer_kind(r, GW_P_BAD_LENGTH, NULL);
+		break;
+	case GW_FRAMING_BAD_CODING:
+		answer_kind(r, GW_P_NOT_IMPLEMENTED, NULL);
+		break;
+	}
+	r->close_after = true;
+	return -1;
+}
+
+/* True when lws goes on to read a body: answering before it is read leaves
+ * bytes on the connection, which must then be closed. lws 4.1 reads a POST,
+ * PUT or PATCH without Content-Length to the end of the connection (up to
+ * 100 MiB), and hands a chunked body on undecoded. */
+static bool body_may_follow(const gw_req *r)
+{
+	if (r->has_length)
+		return r->content_length > 0;
+	return r->chunked || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
+	       strcmp(r->method, "PATCH") == 0;
+}
+
+static void on_body_limit(lws_sorted_usec_list_t *sul)
+{
+	gw_req *r = lws_container_of(sul, gw_req, limit);
+
+	r->limit_armed = false;
+	SHOP_LOG_T(INFO, r->trace.trace_id, "request body not complete after %d s; closing",
+		   r->srv->cfg.request_timeout_s);
+	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+}
+
+/* lws re-arms its body timeout at every read, so a client dribbling a body
+ * would hold the connection for ever: the whole body gets one deadline. */
+static void arm_body_limit(gw_req *r)
+{
+	r->limit_armed = true;
+	lws_sul_schedule(lws_get_context(r->wsi), 0, &r->limit, on_body_limit,
+			 (lws_usec_t)r->srv->cfg.request_timeout_s * LWS_US_PER_SEC);
+}
+
+static void disarm_body_limit(gw_req *r)
+{
+	if (r->limit_armed)
+		lws_sul_cancel(&r->limit);
+	r->limit_armed = false;
+}
+
+/* lws 4.1.6 hands a request pipelined behind another the wrong bytes as its
+ * body: its own request line onwards. A JSON body never starts that way. */
+static bool body_misdelivered(const gw_req *r, const char *in, size_t len)
+{
+	char line[16];
+	size_t n = (size_t)snprintf(line, sizeof(line), "%s /", r->method);
+
+	if (len < n)
+		n = len;
+	return n > 0 && memcmp(in, line, n) == 0;
 }
 
 /* The JWT filter (jwt_filter.h) on a route with needs_token: true when the
@@ -459,7 +563,9 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 	random_ids(&a, &b, &c);
 	gw_trace_init(&r->trace, tp, a, b, c);
 
-	r->close_after = body_may_follow(wsi); /* until the body is read */
+	if (read_framing(r) != 0)
+		return 0;
+	r->close_after = body_may_follow(r); /* until the body is read */
 	if (gw_path_normalize(uri, path, sizeof(path)) != 0) {
 		answer_kind(r, GW_P_BAD_PATH, NULL);
 		return 0;
@@ -508,61 +614,83 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 		answer_kind(r, GW_P_UNSUPPORTED_MEDIA, NULL);
 		return 0;
 	}
-	header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, buf, sizeof(buf));
-	if (buf[0] != '\0') {
-		int64_t n = -1;
-
-		if (strlen(buf) > 12 || strspn(buf, "0123456789") != strlen(buf)) {
-			r->close_after = true;
-			answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
-			return 0;
-		}
-		n = strtoll(buf, NULL, 10);
-		if (n > GW_MAX_BODY) {
-			r->close_after = true;
-			answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
-			return 0;
-		}
-		if (n == 0) {
-			start_call(r); /* lws reports no body: answer now */
-			return 0;
-		}
-	} else if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0) {
-		start_call(r); /* no Content-Length, not chunked: an empty body */
+	if (r->chunked) {
+		/* lws 4.1 hands the body on undecoded, as one that ends with
+		 * the connection: on_body decodes it, and the connection is
+		 * closed after the answer (close_after stays). */
+		arm_body_limit(r);
 		return 0;
 	}
-	/* A body follows; once it is read the connection may be kept. A client
-	 * that stops sending is cut off. */
+	if (!r->has_length || r->content_length == 0) {
+		start_call(r); /* no body (RFC 9112 §6.3): answer now */
+		return 0;
+	}
+	if (r->content_length > GW_MAX_BODY) {
+		answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
+		return 0;
+	}
+	/* A body follows; once it is read the connection may be kept. */
 	r->close_after = false;
-	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30);
+	arm_body_limit(r);
 	return 0;
+}
+
+/* Answers before the body ended; the rest of it is never read. */
+static void refuse_body(gw_req *r, enum gw_problem_kind kind)
+{
+	r->answered_early = true;
+	r->close_after = true;
+	free(r->body);
+	r->body = NULL;
+	r->body_len = 0;
+	disarm_body_limit(r);
+	answer_kind(r, kind, NULL);
 }
 
 static void on_body(gw_req *r, const char *in, size_t len)
 {
+	enum gw_chunked_rv rv;
+	size_t used;
 	char *nb;
 
 	if (r->answered_early || r->state != REQ_READING)
 		return;
-	if (r->body_len + len > GW_MAX_BODY) {
-		/* Refuse as soon as the limit is passed, not at the end. */
-		r->answered_early = true;
-		r->close_after = true;
-		free(r->body);
-		r->body = NULL;
-		answer_kind(r, GW_P_PAYLOAD_TOO_LARGE, NULL);
+	if (!r->body_seen && body_misdelivered(r, in, len)) {
+		/* The call was never made: the client may safely retry it on a
+		 * fresh connection. */
+		SHOP_LOG_T(WARN, r->trace.trace_id, "pipelined body misdelivered; closing");
+		refuse_body(r, GW_P_UNAVAILABLE);
+		return;
+	}
+	r->body_seen = true;
+	/* Refuse as soon as the limit is passed, not at the end (chunked data
+	 * are never longer than their encoding; checked once decoded). */
+	if (!r->chunked && r->body_len + len > GW_MAX_BODY) {
+		refuse_body(r, GW_P_PAYLOAD_TOO_LARGE);
 		return;
 	}
 	if ((nb = realloc(r->body, r->body_len + len + 1)) == NULL) {
-		r->answered_early = true;
-		r->close_after = true;
-		answer_kind(r, GW_P_INTERNAL, NULL);
+		refuse_body(r, GW_P_INTERNAL);
 		return;
 	}
 	r->body = nb;
-	memcpy(r->body + r->body_len, in, len);
-	r->body_len += len;
+	if (!r->chunked) {
+		memcpy(r->body + r->body_len, in, len);
+		r->body_len += len;
+		r->body[r->body_len] = '\0';
+		return;
+	}
+	rv = gw_chunked_decode(&r->dechunk, in, len, r->body, &r->body_len, &used);
 	r->body[r->body_len] = '\0';
+	if (rv == GW_CHUNKED_ERROR)
+		refuse_body(r, GW_P_BAD_CHUNKED);
+	else if (r->body_len > GW_MAX_BODY)
+		refuse_body(r, GW_P_PAYLOAD_TOO_LARGE);
+	else if (rv == GW_CHUNKED_DONE) {
+		/* lws goes on waiting for a body that ended: close_after. */
+		disarm_body_limit(r);
+		start_call(r);
+	}
 }
 
 /* ---- writing ----------------------------------------------------------------- */
@@ -642,6 +770,7 @@ static int on_writeable(gw_http *srv, struct lws *wsi, gw_pss *pss)
 		r->out_off += n;
 	}
 	if (!final) {
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, srv->cfg.idle_timeout_s);
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
@@ -685,6 +814,48 @@ static int write_now(gw_http *srv, struct lws *wsi, gw_pss *pss)
 	return -1;
 }
 
+/* Answers a request that asks to switch protocols (WebSocket, h2c) with a
+ * 400 written at once, then hangs up: the gateway speaks HTTP/1.1 only, and
+ * the WebSocket upgrade path of Debian's lws 4.1.6 has an unpatched use
+ * after free. lws calls this before it looks for a protocol to upgrade to.
+ * Returning > 0 ("answered, carry on") would take the path of
+ * CVE-2025-11677; -1 takes lws's ordinary bail-out, which closes. An
+ * upgrade lws does not know (not websocket, not h2c) it has already
+ * answered with its own 403. */
+static int refuse_upgrade(gw_http *srv, struct lws *wsi, const char *up)
+{
+	unsigned char *start = srv->wbuf + LWS_PRE, *p = start,
+		      *end = srv->wbuf + sizeof(srv->wbuf);
+	char buf[256];
+	gw_problem prob;
+	gw_trace trace;
+	gw_lang lang;
+	uint64_t a, b, c;
+	char *body;
+
+	if (strcasecmp(up, "websocket") != 0 && strcasecmp(up, "h2c") != 0)
+		return -1;
+	random_ids(&a, &b, &c);
+	gw_trace_init(&trace, "", a, b, c);
+	lang = gw_problem_lang(header(wsi, WSI_TOKEN_HTTP_ACCEPT_LANGUAGE, buf, sizeof(buf)));
+	gw_problem_make(&prob, GW_P_UPGRADE_REFUSED, lang, NULL);
+	SHOP_LOG_T(INFO, trace.trace_id, "upgrade to %s refused", up);
+	gw_metrics_count(srv->metrics, "unmatched", request_method(wsi), prob.status, 0);
+	if ((body = gw_problem_json(&prob, trace.trace_id)) == NULL)
+		return -1;
+	if (lws_add_http_common_headers(wsi, (unsigned int)prob.status, "application/problem+json",
+					strlen(body), &p, end) == 0 &&
+	    add_header(wsi, "traceparent:", trace.traceparent, &p, end) == 0 &&
+	    add_header(wsi, "connection:", "close", &p, end) == 0 &&
+	    lws_finalize_write_http_header(wsi, start, &p, end) == 0 &&
+	    strlen(body) <= GW_WRITE_CHUNK) {
+		memcpy(start, body, strlen(body));
+		lws_write(wsi, start, strlen(body), LWS_WRITE_HTTP_FINAL);
+	}
+	free(body);
+	return -1;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		    size_t len)
 {
@@ -707,6 +878,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			return 0;
 		if (pss->req->state == REQ_READING && !pss->req->answered_early) {
 			lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+			disarm_body_limit(pss->req);
 			start_call(pss->req);
 			return 0;
 		}
@@ -734,7 +906,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			pss->req = NULL;
 		}
 		return 0;
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		return refuse_upgrade(srv, wsi, in != NULL ? in : "");
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		/* Not reached while CONFIRM_UPGRADE refuses: a second lock. */
 		return -1; /* no WebSocket upgrades */
 	default:
 		break;
@@ -784,8 +959,12 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	info.user = h;
 	/* §2: header block ≤ 8 KiB; lws answers larger ones itself. */
 	info.max_http_header_data = 8192;
-	info.keepalive_timeout = 30;
-	info.timeout_secs = 30;
+	/* Idle keep-alive connections; the header block of each request (lws
+	 * counts from the connection, or from the first byte of the next
+	 * request); the body's idle gaps (its whole time: arm_body_limit). */
+	info.keepalive_timeout = cfg->idle_timeout_s;
+	info.timeout_secs_ah_idle = (unsigned int)cfg->request_timeout_s;
+	info.timeout_secs = (unsigned int)cfg->request_timeout_s;
 	info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
 	/* lws 4.1 binds an IPv4 iface address only on an IPv4 socket; with
 	 * IPv6 on it silently listens on every interface instead. */

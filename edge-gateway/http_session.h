@@ -18,6 +18,8 @@ typedef struct gw_http_config {
 	uint16_t port;
 	const char *instance;        /* this gateway's name (X-Served-By fallback) */
 	int64_t rpc_timeout_ms;      /* upstream deadline per request */
+	int idle_timeout_s;          /* keep-alive idle; a stalled answer write */
+	int request_timeout_s;       /* the header block, then the body, each */
 	const char *const *required; /* services /readyz needs an instance of */
 	size_t n_required;
 	gw_jwt_config jwt; /* the token check of routes with needs_token */

@@ -5,6 +5,10 @@
  *   SHOP_REGISTRY_LOOKUP_URL        registry lookups (tcp://127.0.0.1:7101)
  *   SHOP_REGISTRY_REFRESH_MS        registry view refresh (250)
  *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
+ *   SHOP_GATEWAY_IDLE_TIMEOUT_S     idle keep-alive connection, stalled
+ *                                   answer write (10)
+ *   SHOP_GATEWAY_REQUEST_TIMEOUT_S  a request's header block, then its body,
+ *                                   each must arrive within it (10)
  *   SHOP_JWT_SECRET                 HS256 key of the access tokens (required,
  *                                   at least 32 bytes; never logged)
  *   SHOP_GATEWAY_REQUIRED_SERVICES  services /readyz needs a healthy instance
@@ -82,6 +86,9 @@ int main(void)
 	lookup_url = shop_env_nng_url(&env, "SHOP_REGISTRY_LOOKUP_URL", "tcp://127.0.0.1:7101");
 	refresh_ms = shop_env_int(&env, "SHOP_REGISTRY_REFRESH_MS", 250, 10, 60000);
 	cfg.rpc_timeout_ms = shop_env_int(&env, "SHOP_RPC_TIMEOUT_MS", 2000, 1, 600000);
+	cfg.idle_timeout_s = (int)shop_env_int(&env, "SHOP_GATEWAY_IDLE_TIMEOUT_S", 10, 1, 3600);
+	cfg.request_timeout_s =
+	    (int)shop_env_int(&env, "SHOP_GATEWAY_REQUEST_TIMEOUT_S", 10, 1, 3600);
 	level_s = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
 	cfg.instance = shop_env_str(&env, "SHOP_INSTANCE", "gateway", true);
 	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);

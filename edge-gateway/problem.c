@@ -108,6 +108,8 @@ const char *gw_http_title(int status)
 		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
 	case 503:
 		return "Service Unavailable";
 	}
@@ -196,6 +198,34 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 		set(p, 401, "invalid_token", 0);
 		detail(p, lang, "The access token is invalid or has expired.",
 		       "액세스 토큰이 유효하지 않거나 만료되었습니다");
+		break;
+	case GW_P_LENGTH_AND_CODING:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang,
+		       "A request must not carry both Content-Length and Transfer-Encoding.",
+		       "요청에 Content-Length와 Transfer-Encoding을 함께 보낼 수 없습니다");
+		break;
+	case GW_P_BAD_LENGTH:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang,
+		       "Content-Length must be given once, as a non-negative decimal integer.",
+		       "Content-Length는 음이 아닌 10진 정수 하나로 한 번만 보내야 합니다");
+		break;
+	case GW_P_BAD_CHUNKED:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang, "The chunked request body is malformed.",
+		       "chunked 요청 본문의 형식이 올바르지 않습니다");
+		break;
+	case GW_P_UPGRADE_REFUSED:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang,
+		       "Protocol upgrades are not supported; send the request without Upgrade.",
+		       "프로토콜 업그레이드는 지원하지 않습니다. Upgrade 없이 요청해주세요");
+		break;
+	case GW_P_NOT_IMPLEMENTED:
+		set(p, 501, "not_implemented", 0);
+		detail(p, lang, "Only the chunked transfer coding is supported.",
+		       "chunked 이외의 전송 코딩은 지원하지 않습니다");
 		break;
 	case GW_P_UNAVAILABLE:
 		set(p, 503, "service_unavailable", 1);

@@ -34,6 +34,11 @@ enum gw_problem_kind {
 	GW_P_PAYLOAD_TOO_LARGE,  /* 413 */
 	GW_P_UNSUPPORTED_MEDIA,  /* 415 */
 	GW_P_HEADERS_TOO_LARGE,  /* 431 */
+	GW_P_LENGTH_AND_CODING,  /* 400 Content-Length with Transfer-Encoding */
+	GW_P_BAD_LENGTH,         /* 400 invalid or repeated Content-Length */
+	GW_P_BAD_CHUNKED,        /* 400 malformed chunked body */
+	GW_P_UPGRADE_REFUSED,    /* 400 Upgrade (WebSocket, h2c) is not offered */
+	GW_P_NOT_IMPLEMENTED,    /* 501 a transfer coding other than chunked */
 	GW_P_MISSING_TOKEN,      /* 401 no bearer credentials (jwt_filter.h) */
 	GW_P_INVALID_TOKEN,      /* 401 any bad token, whatever the reason */
 	GW_P_UNAVAILABLE,        /* 503 + Retry-After: 1 (no instance, transport) */

@@ -21,6 +21,7 @@ sys.dont_write_bytecode = True
 import stack  # noqa: E402
 import test_auth  # noqa: E402
 import test_errors  # noqa: E402
+import test_hardening  # noqa: E402
 import test_lifecycle  # noqa: E402
 import test_products  # noqa: E402
 import test_registry  # noqa: E402
@@ -35,6 +36,7 @@ CASES = (
     + test_products.CASES
     + test_auth.CASES
     + test_errors.CASES
+    + test_hardening.CASES
     + test_tokens.CASES
     + test_rpc.CASES
     + test_registry.CASES

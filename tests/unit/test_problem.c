@@ -165,6 +165,24 @@ static void test_problem_gateway_errors(void)
 	CU_ASSERT_STRING_EQUAL(p.code, "invalid_argument");
 }
 
+static void test_problem_framing_errors(void)
+{
+	gw_problem p;
+
+	gw_problem_make(&p, GW_P_NOT_IMPLEMENTED, GW_LANG_EN, NULL);
+	check_body(&p, "x", 501, "not_implemented",
+		   "Only the chunked transfer coding is supported.");
+	CU_ASSERT_STRING_EQUAL(gw_http_title(501), "Not Implemented");
+	gw_problem_make(&p, GW_P_NOT_IMPLEMENTED, GW_LANG_KO, NULL);
+	CU_ASSERT_STRING_EQUAL(p.detail, "chunked 이외의 전송 코딩은 지원하지 않습니다");
+	for (int k = GW_P_LENGTH_AND_CODING; k <= GW_P_UPGRADE_REFUSED; k++) {
+		gw_problem_make(&p, (enum gw_problem_kind)k, GW_LANG_KO, NULL);
+		CU_ASSERT_EQUAL(p.status, 400);
+		CU_ASSERT_STRING_EQUAL(p.code, "invalid_argument");
+		CU_ASSERT(p.detail[0] != '\0');
+	}
+}
+
 static void test_problem_names_the_field(void)
 {
 	gw_tc_error e = {.kind = GW_TC_INTEGER};
@@ -198,5 +216,6 @@ SHOP_TEST_MAIN("problem",
 	       {"maps RPC codes", test_problem_maps_rpc_codes},
 	       {"5xx never carries internals", test_problem_5xx_never_carries_internals},
 	       {"gateway errors", test_problem_gateway_errors},
+	       {"framing errors", test_problem_framing_errors},
 	       {"names the field", test_problem_names_the_field},
 	       {"escapes the body", test_problem_escapes_the_body})
