@@ -195,14 +195,22 @@ static void answer_readyz(gw_req *r)
 
 static void answer_metrics(gw_req *r)
 {
-	size_t len;
+	size_t len, blen;
 	char *text = gw_metrics_render(r->srv->metrics, &len);
+	char *breakers = shop_upstream_breaker_metrics(r->srv->up, &blen);
+	char *all = NULL;
 
-	if (text == NULL) {
+	if (text != NULL && breakers != NULL && (all = malloc(len + blen + 1)) != NULL) {
+		memcpy(all, text, len);
+		memcpy(all + len, breakers, blen + 1);
+	}
+	free(text);
+	free(breakers);
+	if (all == NULL) {
 		answer_kind(r, GW_P_INTERNAL, NULL);
 		return;
 	}
-	set_answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+	set_answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", all, len + blen);
 }
 
 /* ---- upstream ---------------------------------------------------------------- */
@@ -285,10 +293,26 @@ static void start_call(gw_req *r)
 		if (gw_message_set_string(msg, "client_address", addr) != 0)
 			goto internal;
 	}
+	if (rt->idempotency_key) {
+		char key[GW_MAX_IDEMPOTENCY_KEY + 1] = "";
+		int len = lws_hdr_custom_length(r->wsi, "idempotency-key:", 16);
+
+		if (len > GW_MAX_IDEMPOTENCY_KEY) {
+			answer_kind(r, GW_P_BAD_IDEMPOTENCY_KEY, NULL);
+			goto out;
+		}
+		if (len > 0 &&
+		    lws_hdr_custom_copy(r->wsi, key, sizeof(key), "idempotency-key:", 16) < 0)
+			key[0] = '\0';
+		if (gw_message_set_string(msg, "idempotency_key", key) != 0)
+			goto internal;
+	}
 	o = (shop_rpc_call_opts){
 	    .traceparent = r->trace.traceparent,
 	    .deadline_unix_ms = shop_now_unix_ms() + r->srv->cfg.rpc_timeout_ms,
 	    .caller_user_id = r->caller_user_id,
+	    /* A GET may be retried on another instance; a write never is. */
+	    .idempotent = strcmp(rt->method, "GET") == 0,
 	};
 	r->state = REQ_WAITING;
 	rv = gw_bridge_call(r->srv->bridge, r, rt->service, rt->rpc_method, msg, &o, &r->job);

@@ -102,6 +102,8 @@ const char *gw_http_title(int status)
 		return "Content Too Large";
 	case 415:
 		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Content";
 	case 429:
 		return "Too Many Requests";
 	case 431:
@@ -171,6 +173,11 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 	case GW_P_BAD_PAGE_TOKEN:
 		set(p, 400, "invalid_argument", 0);
 		detail(p, lang, "page_token is not valid.", "page_token이 올바르지 않습니다");
+		break;
+	case GW_P_BAD_IDEMPOTENCY_KEY:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang, "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+		       "Idempotency-Key는 1~255자의 ASCII 문자여야 합니다");
 		break;
 	case GW_P_PAYLOAD_TOO_LARGE:
 		set(p, 413, "payload_too_large", 0);
@@ -414,6 +421,19 @@ void gw_problem_from_rpc(gw_problem *p, const Shop__V1__RpcResponse *resp, gw_la
 		} else {
 			gw_problem_make(p, GW_P_UNAVAILABLE, lang, NULL);
 		}
+		break;
+	case SHOP_RPC_FAILED_PRECONDITION:
+		/* The request is understood but cannot be done in the resource's
+		 * state (RFC 9110 §15.5.21): today, an Idempotency-Key reused
+		 * with another body. */
+		set(p, 422, has_reason ? code : "failed_precondition", 0);
+		if (has_reason && strcmp(code, "idempotency_key_reused") == 0)
+			detail(p, lang,
+			       "This Idempotency-Key was already used with another request body.",
+			       "이 Idempotency-Key는 다른 요청 본문에 이미 사용되었습니다");
+		else
+			detail(p, lang, "The request cannot be carried out.",
+			       "요청을 처리할 수 없습니다");
 		break;
 	default: /* UNIMPLEMENTED, INTERNAL and anything unexpected */
 		gw_problem_make(p, GW_P_INTERNAL, lang, NULL);

@@ -31,6 +31,7 @@ enum gw_problem_kind {
 	GW_P_BAD_ID,             /* 400 path id */
 	GW_P_BAD_PAGE_SIZE,      /* 400 page_size */
 	GW_P_BAD_PAGE_TOKEN,     /* 400 page_token too long */
+	GW_P_BAD_IDEMPOTENCY_KEY, /* 400 Idempotency-Key too long */
 	GW_P_PAYLOAD_TOO_LARGE,  /* 413 */
 	GW_P_UNSUPPORTED_MEDIA,  /* 415 */
 	GW_P_HEADERS_TOO_LARGE,  /* 431 */
@@ -47,6 +48,9 @@ enum gw_problem_kind {
 
 /* Largest request body the gateway reads (§2). */
 #define GW_MAX_BODY (64 * 1024)
+/* Longest Idempotency-Key header value taken (the order service also
+ * refuses anything but visible ASCII). */
+#define GW_MAX_IDEMPOTENCY_KEY 255
 
 void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, const char *arg);
 

@@ -35,6 +35,9 @@ typedef struct gw_route {
 	bool list_query;      /* page_size / page_token from the query string */
 	bool client_address;  /* request field client_address = peer address */
 	bool cache_header;    /* X-Cache from RpcResponse metadata "cache" */
+	/* request field idempotency_key = the Idempotency-Key header ("" when
+	 * absent; a body field of that name is ignored) */
+	bool idempotency_key;
 } gw_route;
 
 /* The static route table; *n receives its length. */

@@ -21,8 +21,10 @@ sys.dont_write_bytecode = True
 import stack  # noqa: E402
 import test_auth  # noqa: E402
 import test_errors  # noqa: E402
+import test_faults  # noqa: E402
 import test_hardening  # noqa: E402
 import test_lifecycle  # noqa: E402
+import test_orders  # noqa: E402
 import test_products  # noqa: E402
 import test_registry  # noqa: E402
 import test_rpc  # noqa: E402
@@ -38,11 +40,14 @@ CASES = (
     + test_errors.CASES
     + test_hardening.CASES
     + test_tokens.CASES
+    + test_orders.CASES
     + test_rpc.CASES
     + test_registry.CASES
     + [test_lifecycle.test_status_shows_every_instance_healthy,
        test_lifecycle.test_up_twice_is_harmless]
     + test_registry.FAULT_CASES
+    + test_orders.FAULT_CASES
+    + test_faults.FAULT_CASES
     + [test_lifecycle.test_down_leaves_no_process]
 )
 

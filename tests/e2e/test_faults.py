@@ -120,7 +120,10 @@ def test_sigstop_opens_breaker_then_half_open_recovers():
     pid = pid_of("product-b")
     os.kill(pid, signal.SIGSTOP)
     try:
-        with Load() as load:
+        # Enough clients that ten calls reach product-b before the registry
+        # drops it for missing surveys (3 x 500 ms): each caller that picks
+        # it hangs there until its deadline.
+        with Load(24) as load:
             t0 = time.monotonic()
             took = wait_for(lambda: breaker_state("product-b") == "open", 15, 0.1)
             time.sleep(1.0)
@@ -157,15 +160,18 @@ def test_slow_instance_counts_as_failing():
     th = threading.Thread(target=throttle)
     th.start()
     try:
-        with Load():
+        with Load(24):
             took = wait_for(lambda: breaker_state("product-b") == "open", 20, 0.2)
     finally:
         stop.set()
         th.join(10)
         os.kill(pid, signal.SIGCONT)
     check(took is not None, "a slowed product-b never opened its breaker")
-    check(wait_for(lambda: breaker_state("product-b") == "closed", 20, 0.5) is not None,
-          "product-b's breaker did not close after it sped up")
+    # Half-open needs trial calls: keep traffic going while waiting.
+    check(wait_for(lambda: both_products_serving() and breaker_state("product-b") == "closed",
+                   25, 0.5) is not None,
+          "product-b's breaker did not close after it sped up (state %r)"
+          % breaker_state("product-b"))
     return "opened after %.1f s" % took
 
 
