@@ -15,8 +15,10 @@ struct shop_breaker {
 	/* Closed: a ring of the last cfg.window outcomes (1 = failed). */
 	uint8_t *ring;
 	int ring_pos, ring_len, ring_failed;
-	/* Half-open: trials handed out and their successes so far. */
+	/* Half-open: trials handed out and their successes so far, and when
+	 * the state began. */
 	int trials_out, trials_ok;
+	int64_t half_open_at_us;
 	uint64_t successful, failed, not_permitted;
 };
 
@@ -96,7 +98,15 @@ static void tick(shop_breaker *b, int64_t now_us)
 	if (b->state == SHOP_BREAKER_OPEN && now_us - b->opened_at_us >= b->cfg.open_wait_us) {
 		b->state = SHOP_BREAKER_HALF_OPEN;
 		b->trials_out = b->trials_ok = 0;
+		b->half_open_at_us = now_us;
 	}
+	/* Trials that never report (a caller that lost its answer) must not
+	 * hold the breaker half-open for ever: after another open wait with
+	 * every trial out, it opens again and later hands out fresh ones (as
+	 * Resilience4j's maxWaitDurationInHalfOpenState). */
+	if (b->state == SHOP_BREAKER_HALF_OPEN && b->trials_out >= b->cfg.half_open_calls &&
+	    now_us - b->half_open_at_us >= b->cfg.open_wait_us)
+		to_open(b, now_us);
 }
 
 static bool admits(const shop_breaker *b)

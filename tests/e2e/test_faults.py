@@ -137,7 +137,9 @@ def test_sigstop_opens_breaker_then_half_open_recovers():
     finally:
         os.kill(pid, signal.SIGCONT)
     # Open → half-open after 5 s; three good trials close it.
-    back = wait_for(lambda: breaker_state("product-b") == "closed" and both_products_serving(), 20, 0.5)
+    # (Traffic first: half-open trials only happen when calls are made.)
+    back = wait_for(lambda: both_products_serving() and breaker_state("product-b") == "closed",
+                    20, 0.5)
     check(back is not None, "product-b did not return through half-open (state %r)"
           % breaker_state("product-b"))
     return "opened after %.1f s; closed again %.1f s after SIGCONT" % (took, back)

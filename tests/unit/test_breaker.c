@@ -170,6 +170,22 @@ static void test_breaker_half_open_reopens_on_failure(void)
 	shop_breaker_destroy(b);
 }
 
+static void test_breaker_half_open_trials_that_never_report_expire(void)
+{
+	shop_breaker *b = make();
+
+	shop_breaker_trip(b, 0);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_TRUE(shop_breaker_admit(b, 5 * SEC)); /* never recorded */
+	CU_ASSERT_FALSE(shop_breaker_would_admit(b, 10 * SEC - 1));
+	/* An open wait later it opens again, then offers fresh trials. */
+	CU_ASSERT_EQUAL(state(b, 10 * SEC), SHOP_BREAKER_OPEN);
+	CU_ASSERT_EQUAL(state(b, 15 * SEC), SHOP_BREAKER_HALF_OPEN);
+	calls(b, 3, true, 15 * SEC);
+	CU_ASSERT_EQUAL(state(b, 15 * SEC), SHOP_BREAKER_CLOSED);
+	shop_breaker_destroy(b);
+}
+
 static void test_breaker_totals(void)
 {
 	shop_breaker *b = make();
@@ -209,5 +225,7 @@ SHOP_TEST_MAIN("breaker",
 	       {"half-open closes when trials succeed",
 		test_breaker_half_open_closes_when_trials_succeed},
 	       {"half-open reopens on failure", test_breaker_half_open_reopens_on_failure},
+	       {"half-open trials that never report expire",
+		test_breaker_half_open_trials_that_never_report_expire},
 	       {"totals", test_breaker_totals},
 	       {"rejects bad config", test_breaker_rejects_bad_config})
