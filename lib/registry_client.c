@@ -18,11 +18,10 @@
 #include "rpc_client.h"
 
 /* Fast reconnects, so that an instance is back in the table within about a
- * survey of the registry's restart. */
+ * survey of the registry's restart. The registry's lookup warm-up
+ * (registry/main.c, SHOP_REGISTRY_LOOKUP_WARMUP_MS) counts on the 500 ms. */
 #define ADV_RECONN_MIN_MS 50
 #define ADV_RECONN_MAX_MS 500
-/* Shortest wait for a lookup answer, however short the refresh. */
-#define VIEW_MIN_TIMEOUT_MS 250
 
 /* Copies a string field; false when it is missing or does not fit. */
 static bool copy_field(char *dst, size_t cap, const char *src)
@@ -197,18 +196,31 @@ void shop_advertiser_destroy(shop_advertiser *a)
 
 /* ---- view ------------------------------------------------------------------ */
 
+/* The view redials a lost registry faster than advertisers do: it is one
+ * socket per process, and the sooner it is back the sooner it catches up. */
+#define VIEW_RECONN_MAX_MS 100
+/* How long the registry may hold a lookup (it caps this itself, at 30 s). */
+#define VIEW_WAIT_MS 10000
+/* Added to the wait for the answer's receive timeout: time to answer and
+ * for the answer to travel. */
+#define VIEW_SLACK_MS 2000
+
 struct shop_registry_view {
 	nng_socket sock;
+	nng_aio *aio; /* the lookup in flight; started and waited for by the view thread only */
 	int refresh_ms;
 	pthread_t thread;
 	pthread_mutex_t mtx; /* guards everything below */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
 	bool stop;
+	bool busy;           /* aio has an operation in flight (cancel it to end it) */
+	uint64_t conn_gen;   /* bumped whenever a pipe to the registry closes */
 	shop_instance *inst; /* sorted by service, then instance */
 	size_t n;
-	uint64_t revision;   /* 0 before the first good answer */
-	int64_t got_mono_us; /* when the last good answer came */
-	bool failing;        /* the last attempt failed (log transitions only) */
+	uint64_t revision;     /* 0 before the first good answer */
+	uint64_t revision_gen; /* conn_gen when the lookup that gave revision was sent */
+	int64_t got_mono_us;   /* when the last good answer came */
+	bool failing;          /* the last attempt failed */
 };
 
 /* Turns an Instances answer into a sorted, malloc'd array. Returns 0,
@@ -245,28 +257,88 @@ out_in:
 	return rv;
 }
 
-/* One Lookup{service=""} round trip; on success replaces the cache. */
-static int view_refresh(shop_registry_view *v)
+/* A pipe to the registry closed: the registry may come back as a new
+ * process whose revisions start again at 1, so the revision we hold no
+ * longer names its table. The lookup in flight is abandoned (nng's REQ
+ * fails one already sent on that pipe by itself; one still queued for a
+ * pipe would otherwise go to the new registry with the stale revision). */
+static void view_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	shop_registry_view *v = arg;
+
+	(void)p;
+	(void)ev; /* registered for NNG_PIPE_EV_REM_POST only */
+	pthread_mutex_lock(&v->mtx);
+	v->conn_gen++;
+	if (v->busy)
+		nng_aio_cancel(v->aio);
+	pthread_mutex_unlock(&v->mtx);
+}
+
+/* Starts a send (of the message set on v->aio, which it consumes: on
+ * failure it frees it) or a receive on v->aio and waits for it. Refused,
+ * NNG_ECLOSED or NNG_ECANCELED, when the view is stopping or a pipe closed
+ * since gen: the check and the start share the lock under which
+ * view_pipe_cb and destroy cancel, so no close and no stop fall between. */
+static int view_op(shop_registry_view *v, bool send, uint64_t gen, nng_duration timeout)
+{
+	int rv;
+
+	pthread_mutex_lock(&v->mtx);
+	if (v->stop || v->conn_gen != gen) {
+		rv = v->stop ? NNG_ECLOSED : NNG_ECANCELED;
+		pthread_mutex_unlock(&v->mtx);
+		if (send) {
+			nng_msg_free(nng_aio_get_msg(v->aio));
+			nng_aio_set_msg(v->aio, NULL);
+		}
+		return rv;
+	}
+	v->busy = true;
+	nng_aio_set_timeout(v->aio, timeout);
+	if (send)
+		nng_send_aio(v->sock, v->aio);
+	else
+		nng_recv_aio(v->sock, v->aio);
+	pthread_mutex_unlock(&v->mtx);
+	nng_aio_wait(v->aio);
+	pthread_mutex_lock(&v->mtx);
+	v->busy = false;
+	pthread_mutex_unlock(&v->mtx);
+	if ((rv = nng_aio_result(v->aio)) != 0 && send) {
+		nng_msg_free(nng_aio_get_msg(v->aio)); /* still ours on failure */
+		nng_aio_set_msg(v->aio, NULL);
+	}
+	return rv;
+}
+
+/* One Lookup{service="", wait_revision, wait_ms} round trip, sent while
+ * conn_gen is gen; on success replaces the cache and sets *revision. */
+static int view_lookup(shop_registry_view *v, uint64_t wait_revision, uint64_t gen,
+		       uint64_t *revision)
 {
 	Shop__V1__Lookup req = SHOP__V1__LOOKUP__INIT;
+	nng_duration timeout = (wait_revision != 0 ? VIEW_WAIT_MS : 0) + VIEW_SLACK_MS;
 	shop_instance *inst = NULL, *old;
 	nng_msg *msg = NULL;
-	uint64_t revision;
 	size_t n;
 	int rv;
 
 	req.service = "";
+	req.wait_revision = wait_revision;
+	req.wait_ms = wait_revision != 0 ? VIEW_WAIT_MS : 0;
 	if ((rv = nng_msg_alloc(&msg, shop__v1__lookup__get_packed_size(&req))) != 0)
 		return rv;
 	shop__v1__lookup__pack(&req, nng_msg_body(msg));
-	if ((rv = nng_sendmsg(v->sock, msg, 0)) != 0) {
-		nng_msg_free(msg); /* still ours on failure */
+	nng_aio_set_msg(v->aio, msg);
+	/* While the registry is down the send waits for it to come back, so
+	 * the first lookup leaves the moment the pipe is up again. */
+	if ((rv = view_op(v, true, gen, timeout)) != 0 ||
+	    (rv = view_op(v, false, gen, timeout)) != 0)
 		return rv;
-	}
-	msg = NULL;
-	if ((rv = nng_recvmsg(v->sock, &msg, 0)) != 0)
-		return rv;
-	rv = view_decode(msg, &inst, &n, &revision);
+	msg = nng_aio_get_msg(v->aio);
+	nng_aio_set_msg(v->aio, NULL);
+	rv = view_decode(msg, &inst, &n, revision);
 	nng_msg_free(msg);
 	if (rv != 0)
 		return rv;
@@ -275,31 +347,51 @@ static int view_refresh(shop_registry_view *v)
 	old = v->inst;
 	v->inst = inst;
 	v->n = n;
-	v->revision = revision;
+	v->revision = *revision;
+	v->revision_gen = gen;
 	v->got_mono_us = shop_now_mono_us();
 	pthread_mutex_unlock(&v->mtx);
 	free(old);
 	return 0;
 }
 
+/* Long-polls: asks, and as soon as an answer comes asks again with its
+ * revision, so that the registry answers the next change at once. Waits
+ * refresh_ms first after a failure, and after an answer that came back
+ * early with nothing new (a registry that does not hold lookups: older, or
+ * out of contexts), which then degrades to polling. */
 static void *view_main(void *arg)
 {
 	shop_registry_view *v = arg;
+	uint64_t wait_revision, gen, revision = 0;
 	struct timespec until;
+	int64_t t0;
+	bool pause;
 	int rv;
 
 	pthread_mutex_lock(&v->mtx);
 	while (!v->stop) {
+		gen = v->conn_gen;
+		/* After a failure or a closed pipe, ask for the table at once:
+		 * our revision may be another registry process's. */
+		wait_revision = !v->failing && v->revision_gen == gen ? v->revision : 0;
 		pthread_mutex_unlock(&v->mtx);
-		rv = view_refresh(v);
+		t0 = shop_now_mono_us();
+		rv = view_lookup(v, wait_revision, gen, &revision);
+		pause = rv != 0 || (wait_revision != 0 && revision == wait_revision &&
+				    shop_now_mono_us() - t0 < (int64_t)VIEW_WAIT_MS * 1000 / 2);
 		pthread_mutex_lock(&v->mtx);
-		if (rv != 0 && !v->failing && !v->stop)
+		if (v->stop)
+			break;
+		if (rv != 0 && !v->failing)
 			SHOP_LOG(WARN, "registry view: lookup failed (%s); keeping revision %llu",
 				 nng_strerror(rv), (unsigned long long)v->revision);
 		else if (rv == 0 && v->failing)
 			SHOP_LOG(INFO, "registry view: lookups answered again (revision %llu)",
 				 (unsigned long long)v->revision);
 		v->failing = rv != 0;
+		if (!pause)
+			continue;
 
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += v->refresh_ms / 1000;
@@ -319,14 +411,13 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 {
 	shop_registry_view *v;
 	pthread_condattr_t ca;
-	int timeout, rv;
+	int rv;
 
 	if (refresh_ms <= 0)
 		return NNG_EINVAL;
 	if ((v = calloc(1, sizeof(*v))) == NULL)
 		return NNG_ENOMEM;
 	v->refresh_ms = refresh_ms;
-	timeout = refresh_ms > VIEW_MIN_TIMEOUT_MS ? refresh_ms : VIEW_MIN_TIMEOUT_MS;
 	if (pthread_mutex_init(&v->mtx, NULL) != 0) {
 		rv = NNG_ENOMEM;
 		goto out_free;
@@ -342,15 +433,16 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 		rv = NNG_ENOMEM;
 		goto out_mtx;
 	}
-	if ((rv = nng_req0_open(&v->sock)) != 0)
+	if ((rv = nng_aio_alloc(&v->aio, NULL, NULL)) != 0)
 		goto out_cv;
-	/* A lookup is sent once; a lost one is simply asked again next round. */
+	if ((rv = nng_req0_open(&v->sock)) != 0)
+		goto out_aio;
+	/* A lookup is sent once; a lost one is simply asked again. */
 	if ((rv = shop_nng_socket_defaults(v->sock)) != 0 ||
 	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
-	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECVTIMEO, timeout)) != 0 ||
-	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_SENDTIMEO, timeout)) != 0 ||
 	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
-	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0)
+	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMAXT, VIEW_RECONN_MAX_MS)) != 0 ||
+	    (rv = nng_pipe_notify(v->sock, NNG_PIPE_EV_REM_POST, view_pipe_cb, v)) != 0)
 		goto out_sock;
 	if ((rv = nng_dial(v->sock, lookup_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
 		SHOP_LOG(ERROR, "registry view: dial %s: %s", lookup_url, nng_strerror(rv));
@@ -364,7 +456,9 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 	return 0;
 
 out_sock:
-	nng_close(v->sock);
+	nng_close(v->sock); /* after this no pipe callback runs */
+out_aio:
+	nng_aio_free(v->aio);
 out_cv:
 	pthread_cond_destroy(&v->cv);
 out_mtx:
@@ -380,12 +474,15 @@ void shop_registry_view_destroy(shop_registry_view *v)
 		return;
 	pthread_mutex_lock(&v->mtx);
 	v->stop = true;
+	/* Aborts a lookup in flight, parked in the registry for up to
+	 * VIEW_WAIT_MS, so the thread ends now; it starts no other. */
+	if (v->busy)
+		nng_aio_cancel(v->aio);
 	pthread_cond_signal(&v->cv);
 	pthread_mutex_unlock(&v->mtx);
-	/* Closing aborts a lookup in flight (it returns NNG_ECLOSED), so the
-	 * thread ends now rather than at its receive timeout. */
-	nng_close(v->sock);
 	pthread_join(v->thread, NULL);
+	nng_close(v->sock); /* after this no pipe callback runs */
+	nng_aio_free(v->aio);
 	pthread_cond_destroy(&v->cv);
 	pthread_mutex_destroy(&v->mtx);
 	free(v->inst);

@@ -29,7 +29,8 @@ typedef struct shop_advertiser shop_advertiser;
 /* Dials the registry's survey URL with a RESPONDENT socket and answers
  * every survey with self (copied). Returns 0 or an nng error. The registry
  * need not be up: the dialer retries in the background. */
-int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const shop_instance *self);
+int shop_advertiser_create(shop_advertiser **out, const char *survey_url,
+			   const shop_instance *self);
 /* Changes the healthy flag sent from the next survey on. */
 void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy);
 /* Deregisters: closes the socket, so the registry drops the instance at
@@ -38,11 +39,19 @@ void shop_advertiser_destroy(shop_advertiser *a);
 
 typedef struct shop_registry_view shop_registry_view;
 
-/* Asks the registry's lookup URL for every service every refresh_ms, on a
- * thread of its own, and keeps the last good answer. When the registry is
- * down the last answer stays in use. Returns 0 or an nng error. */
+/* Long-polls the registry's lookup URL for every service on a thread of
+ * its own and keeps the last good answer: each lookup carries the revision
+ * held, the registry answers as soon as its table changes (or after ~10 s),
+ * and the next lookup leaves at once, so a join or a leave reaches the view
+ * within milliseconds of the registry seeing it. refresh_ms (> 0) is the
+ * pause before asking again after a failed lookup (registry down or not
+ * answering) and, against a registry that answers at once without
+ * holding (an older one, or one out of contexts), the polling interval.
+ * When the registry is down the last answer stays in use. Returns 0 or an
+ * nng error. */
 int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, int refresh_ms);
-void shop_registry_view_destroy(shop_registry_view *v); /* accepts NULL */
+/* Stops the thread at once (a held lookup is abandoned). Accepts NULL. */
+void shop_registry_view_destroy(shop_registry_view *v);
 
 /* Copies up to cap instances of service (healthy ones only when
  * healthy_only) into out, ordered by instance name; returns the count. */
@@ -50,7 +59,9 @@ int shop_registry_view_get(shop_registry_view *v, const char *service, bool heal
 			   shop_instance *out, int cap);
 /* The revision of the last good answer; 0 before the first. */
 uint64_t shop_registry_view_revision(shop_registry_view *v);
-/* Milliseconds since the last good answer; -1 before the first. */
+/* Milliseconds since the last good answer; -1 before the first. A held
+ * lookup is answered at the latest ~10 s after the last, so up to ~10 s
+ * means all is well; more means the registry is unreachable. */
 int64_t shop_registry_view_age_ms(shop_registry_view *v);
 
 #endif

@@ -1,6 +1,6 @@
 /* main.c -- the registry process: surveys instances (SURVEYOR), answers
- * lookups (REP), serves its table over admin HTTP. Wiring only; the table
- * itself is registry_table.c. */
+ * lookups (REP, long-polled), serves its table over admin HTTP. Wiring only;
+ * the table itself is registry_table.c. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,33 +22,50 @@
 #include "registry_table.h"
 #include "rpc_client.h"
 
-/* Lookups are tiny and answered from memory; a few contexts are plenty. */
-#define LOOKUP_WORKERS 4
+/* Contexts that never hold a lookup, so that one that does not wait is
+ * answered at once however many callers long-poll. */
+#define LOOKUP_UNPARKED 4
+/* The longest the registry holds a lookup, whatever wait_ms asks: a client
+ * that vanished without closing its pipe costs a context at most this long. */
+#define LOOKUP_MAX_WAIT_MS 30000
 
 typedef struct registry registry;
 
-typedef enum { LW_RECV, LW_SEND } lookup_state;
+typedef enum {
+	LW_RECV, /* receiving a Lookup */
+	LW_PARK, /* holding one until the table changes or its wait ends */
+	LW_SEND, /* sending the Instances answer */
+} lookup_state;
 
-/* One REP context answering lookups, one at a time. */
+/* One REP context answering lookups, one at a time. Its one aio carries the
+ * receive, the park (nng_sleep_aio, cancelled to wake it) and the send. */
 typedef struct lookup_worker {
 	registry *r;
 	nng_ctx ctx;
 	nng_aio *aio;
-	lookup_state state;
+	lookup_state state; /* written under r->mtx, by the aio callback only */
+	nng_msg *held;      /* the parked Lookup (LW_PARK); r->mtx */
+	bool woken;         /* its park was cancelled; r->mtx */
 } lookup_worker;
 
 struct registry {
 	int survey_ms;
 	nng_socket surv;
 	nng_socket rep;
-	lookup_worker workers[LOOKUP_WORKERS];
-	int nworkers; /* started */
+	lookup_worker *workers;  /* lookup_contexts of them */
+	int nworkers;            /* started */
+	int max_parked;          /* nworkers - LOOKUP_UNPARKED */
+	int64_t lookups_from_ms; /* monotonic; the survey thread opens lookups then */
+	bool lookups_open;       /* survey thread only */
 	pthread_t survey_thread;
 
-	pthread_mutex_t mtx; /* guards table and stopping */
+	pthread_mutex_t mtx; /* guards table, stopping and the lookup workers' park state */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
 	reg_table *table;
 	bool stopping;
+	int nparked;
+	uint64_t park_full_answers; /* lookups answered at once for want of a context */
+	int64_t park_full_logged_ms;
 };
 
 static int64_t now_ms(void)
@@ -58,9 +75,15 @@ static int64_t now_ms(void)
 
 /* ---- table events ---------------------------------------------------------- */
 
+static void lookup_wake(registry *r, uint32_t pipe_id);
+static void lookup_open(registry *r);
+
+/* Every event is a new revision: the parked lookups answer it. */
 static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const shop_instance *in)
 {
-	(void)arg;
+	registry *r = arg;
+
+	lookup_wake(r, 0);
 	switch (ev) {
 	case REG_EV_JOIN:
 		SHOP_LOG(INFO,
@@ -85,7 +108,6 @@ static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const 
 }
 
 /* ---- conversions ------------------------------------------------------------- */
-
 
 /* ---- surveys ------------------------------------------------------------------ */
 
@@ -175,6 +197,12 @@ static void *survey_main(void *arg)
 		}
 		reg_table_survey_begin(r->table);
 		pthread_mutex_unlock(&r->mtx);
+		/* Between rounds, so that the first answer holds everything
+		 * the last round heard. */
+		if (!r->lookups_open && now_ms() >= r->lookups_from_ms) {
+			lookup_open(r);
+			r->lookups_open = true;
+		}
 
 		if ((rv = survey_send(r, ++seq)) == NNG_ECLOSED)
 			break;
@@ -212,27 +240,44 @@ static void *survey_main(void *arg)
 
 /* ---- lookups --------------------------------------------------------------------- */
 
-/* Replaces a Lookup in msg by its Instances answer. A request that does not
- * parse gets an empty Instances with revision 0. */
-static int lookup_answer(registry *r, nng_msg *msg)
+/* Wakes the parked lookups, every one (pipe_id 0) or those that came
+ * through pipe_id (their caller went away: free the context now). Under
+ * r->mtx. The cancel only finishes the sleep; the callback, on an nng
+ * thread, answers once it gets the lock. */
+static void lookup_wake(registry *r, uint32_t pipe_id)
+{
+	if (r->stopping)
+		return;
+	for (int i = 0; i < r->nworkers; i++) {
+		lookup_worker *w = &r->workers[i];
+
+		if (w->state != LW_PARK || w->woken)
+			continue;
+		if (pipe_id != 0 && (uint32_t)nng_pipe_id(nng_msg_get_pipe(w->held)) != pipe_id)
+			continue;
+		w->woken = true;
+		nng_aio_cancel(w->aio);
+	}
+}
+
+static void on_lookup_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	registry *r = arg;
+
+	(void)ev; /* registered for NNG_PIPE_EV_REM_POST only */
+	pthread_mutex_lock(&r->mtx);
+	lookup_wake(r, (uint32_t)nng_pipe_id(p));
+	pthread_mutex_unlock(&r->mtx);
+}
+
+/* Packs the Instances answer into msg (emptied first). */
+static int lookup_pack(nng_msg *msg, shop_instance *inst, size_t n, uint64_t revision)
 {
 	Shop__V1__Instances out = SHOP__V1__INSTANCES__INIT;
 	Shop__V1__Advert *ads = NULL, **ptrs = NULL;
-	shop_instance *inst = NULL;
-	Shop__V1__Lookup *req;
-	size_t n = 0, len;
-	uint64_t revision = 0;
+	size_t len;
 	int rv = 0;
 
-	req = shop__v1__lookup__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
-	if (req != NULL) {
-		pthread_mutex_lock(&r->mtx);
-		rv = reg_table_lookup(r->table, req->service, &inst, &n, &revision);
-		pthread_mutex_unlock(&r->mtx);
-		shop__v1__lookup__free_unpacked(req, NULL);
-		if (rv != 0)
-			return NNG_ENOMEM;
-	}
 	if (n > 0) {
 		if ((ads = calloc(n, sizeof(*ads))) == NULL ||
 		    (ptrs = calloc(n, sizeof(*ptrs))) == NULL) {
@@ -263,34 +308,123 @@ static int lookup_answer(registry *r, nng_msg *msg)
 out:
 	free(ptrs);
 	free(ads);
-	free(inst);
 	return rv;
 }
 
-/* recv Lookup -> send Instances -> recv ... until the socket closes. */
+/* Takes a Lookup (msg, owned) and either parks it (may_park: it waits on
+ * the current revision and a parkable context is left) or turns it into
+ * its answer and sends that. A request that does not parse is answered
+ * with an empty Instances of revision 0. Runs in the worker's aio callback. */
+static void lookup_serve(lookup_worker *w, nng_msg *msg, bool may_park)
+{
+	registry *r = w->r;
+	Shop__V1__Lookup *req;
+	shop_instance *inst = NULL;
+	uint64_t revision = 0;
+	size_t n = 0;
+	int rv = 0;
+
+	req = shop__v1__lookup__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+	pthread_mutex_lock(&r->mtx);
+	if (r->stopping) {
+		pthread_mutex_unlock(&r->mtx);
+		nng_msg_free(msg);
+		goto out_req;
+	}
+	if (req != NULL && may_park && req->wait_ms > 0 &&
+	    req->wait_revision == reg_table_revision(r->table)) {
+		if (r->nparked < r->max_parked) {
+			w->state = LW_PARK;
+			w->held = msg;
+			w->woken = false;
+			r->nparked++;
+			/* Under the lock, so that no wake-up can slip in before
+			 * the sleep has started. */
+			nng_sleep_aio(req->wait_ms < LOOKUP_MAX_WAIT_MS ? (nng_duration)req->wait_ms
+									: LOOKUP_MAX_WAIT_MS,
+				      w->aio);
+			pthread_mutex_unlock(&r->mtx);
+			goto out_req;
+		}
+		/* Answering at once is the only way left not to starve
+		 * anyone; the client sees its revision come back early and
+		 * falls back to polling. Logged at most once a minute. */
+		r->park_full_answers++;
+		if (r->park_full_logged_ms == 0 || now_ms() - r->park_full_logged_ms >= 60000) {
+			SHOP_LOG(WARN,
+				 "lookup: all %d long-poll contexts hold a lookup; %llu lookups "
+				 "answered at once so far (raise SHOP_REGISTRY_LOOKUP_CONTEXTS)",
+				 r->max_parked, (unsigned long long)r->park_full_answers);
+			r->park_full_logged_ms = now_ms();
+		}
+	}
+	if (req != NULL)
+		rv = reg_table_lookup(r->table, req->service, &inst, &n, &revision);
+	w->state = LW_SEND;
+	pthread_mutex_unlock(&r->mtx);
+
+	if (rv != 0 || (rv = lookup_pack(msg, inst, n, revision)) != 0) {
+		SHOP_LOG(WARN, "lookup: out of memory; request dropped");
+		nng_msg_free(msg);
+		pthread_mutex_lock(&r->mtx);
+		w->state = LW_RECV;
+		pthread_mutex_unlock(&r->mtx);
+		nng_ctx_recv(w->ctx, w->aio);
+		goto out_inst;
+	}
+	nng_aio_set_msg(w->aio, msg);
+	nng_ctx_send(w->ctx, w->aio);
+out_inst:
+	free(inst);
+out_req:
+	if (req != NULL)
+		shop__v1__lookup__free_unpacked(req, NULL);
+}
+
+/* recv Lookup -> [park] -> send Instances -> recv ... until the socket
+ * closes or registry_stop stops the aio. Only this callback starts
+ * operations on w->aio (after lookup_open's first receive). */
 static void lookup_cb(void *arg)
 {
 	lookup_worker *w = arg;
+	registry *r = w->r;
 	int rv = nng_aio_result(w->aio);
 	nng_msg *msg;
 
-	if (w->state == LW_SEND) {
-		if (rv != 0)
-			nng_msg_free(nng_aio_get_msg(w->aio)); /* still ours on failure */
-	} else if (rv == 0) {
-		msg = nng_aio_get_msg(w->aio);
-		if ((rv = lookup_answer(w->r, msg)) == 0) {
-			w->state = LW_SEND;
-			nng_aio_set_msg(w->aio, msg);
-			nng_ctx_send(w->ctx, w->aio);
+	switch (w->state) {
+	case LW_RECV:
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 			return;
-		}
-		SHOP_LOG(WARN, "lookup: %s; request dropped", nng_strerror(rv));
-		nng_msg_free(msg);
-	}
-	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		if (rv != 0)
+			break;
+		msg = nng_aio_get_msg(w->aio);
+		nng_aio_set_msg(w->aio, NULL);
+		lookup_serve(w, msg, true);
 		return;
+	case LW_PARK:
+		/* 0: its wait is over; NNG_ECANCELED: woken by a change, by
+		 * its pipe closing, or by registry_stop (lookup_serve sees
+		 * stopping and frees it). */
+		pthread_mutex_lock(&r->mtx);
+		msg = w->held;
+		w->held = NULL;
+		w->woken = false;
+		r->nparked--;
+		pthread_mutex_unlock(&r->mtx);
+		lookup_serve(w, msg, false);
+		return;
+	case LW_SEND:
+		if (rv != 0) {
+			nng_msg_free(nng_aio_get_msg(w->aio)); /* still ours on failure */
+			nng_aio_set_msg(w->aio, NULL);
+		}
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+			return;
+		break;
+	}
+	pthread_mutex_lock(&r->mtx);
 	w->state = LW_RECV;
+	pthread_mutex_unlock(&r->mtx);
 	nng_ctx_recv(w->ctx, w->aio);
 }
 
@@ -350,6 +484,8 @@ typedef struct registry_config {
 	uint16_t admin_port;
 	int survey_ms;
 	int misses;
+	int lookup_contexts;
+	int lookup_warmup_ms;
 	shop_log_level log_level;
 } registry_config;
 
@@ -366,6 +502,14 @@ static int config_read(registry_config *c)
 			  sizeof(c->admin_host), &c->admin_port);
 	c->survey_ms = (int)shop_env_int(&env, "SHOP_REGISTRY_SURVEY_MS", 500, 20, 60000);
 	c->misses = (int)shop_env_int(&env, "SHOP_REGISTRY_MISSES", 3, 1, 100);
+	/* One per long-polling caller plus LOOKUP_UNPARKED; a context costs a
+	 * few hundred bytes and no thread. */
+	c->lookup_contexts =
+	    (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_CONTEXTS", 64, 2 * LOOKUP_UNPARKED, 4096);
+	/* Instances redial within 500 ms (lib/registry_client.c), then answer
+	 * the next survey; 100 ms of margin. */
+	c->lookup_warmup_ms = (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_WARMUP_MS",
+						c->survey_ms + 600, 0, 600000);
 	lvl = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
 	if ((l = shop_log_level_parse(lvl)) < 0)
 		shop_env_fail(&env, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
@@ -397,31 +541,55 @@ static int surveyor_start(registry *r, const registry_config *c)
 
 static int lookup_start(registry *r, const registry_config *c)
 {
-	int rv;
+	int n, rv = 0;
 
+	if ((r->workers = calloc((size_t)c->lookup_contexts, sizeof(*r->workers))) == NULL)
+		return NNG_ENOMEM;
+	r->max_parked = c->lookup_contexts - LOOKUP_UNPARKED;
 	if ((rv = nng_rep0_open(&r->rep)) != 0)
 		return rv;
-	if ((rv = shop_nng_socket_defaults(r->rep)) != 0)
+	if ((rv = shop_nng_socket_defaults(r->rep)) != 0 ||
+	    (rv = nng_pipe_notify(r->rep, NNG_PIPE_EV_REM_POST, on_lookup_pipe_event, r)) != 0)
 		return rv;
 	if ((rv = nng_listen(r->rep, c->lookup_url, NULL, 0)) != 0) {
 		SHOP_LOG(ERROR, "listen %s (SHOP_REGISTRY_LOOKUP_URL): %s", c->lookup_url,
 			 nng_strerror(rv));
 		return rv;
 	}
-	for (; r->nworkers < LOOKUP_WORKERS; r->nworkers++) {
-		lookup_worker *w = &r->workers[r->nworkers];
+	for (n = 0; n < c->lookup_contexts; n++) {
+		lookup_worker *w = &r->workers[n];
 
 		w->r = r;
 		w->state = LW_RECV;
 		if ((rv = nng_aio_alloc(&w->aio, lookup_cb, w)) != 0)
-			return rv;
+			break;
 		if ((rv = nng_ctx_open(&w->ctx, r->rep)) != 0) {
 			nng_aio_free(w->aio);
-			return rv;
+			break;
 		}
-		nng_ctx_recv(w->ctx, w->aio);
 	}
-	return 0;
+	/* Published under the lock: lookup_wake walks the workers from pipe
+	 * callbacks, which may already run. */
+	pthread_mutex_lock(&r->mtx);
+	r->nworkers = n;
+	pthread_mutex_unlock(&r->mtx);
+	return rv;
+}
+
+/* Starts answering lookups. Until then callers connect and their lookups
+ * wait in the socket: a registry that has just (re)started knows none of
+ * the instances that are about to redial it, and an empty answer would
+ * wipe every caller's cached view. */
+static void lookup_open(registry *r)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->mtx);
+	n = reg_table_count(r->table);
+	pthread_mutex_unlock(&r->mtx);
+	SHOP_LOG(INFO, "lookups open: %zu instances known", n);
+	for (int i = 0; i < r->nworkers; i++)
+		nng_ctx_recv(r->workers[i].ctx, r->workers[i].aio);
 }
 
 static int admin_start(shop_admin **out, registry *r, const registry_config *c)
@@ -451,12 +619,27 @@ static void registry_stop(registry *r, bool thread_started)
 	nng_close(r->surv);
 	if (thread_started)
 		pthread_join(r->survey_thread, NULL);
-	for (int i = 0; i < r->nworkers; i++)
-		nng_aio_stop(r->workers[i].aio);
+	/* A parked worker's callback sees stopping and frees its request; a
+	 * callback that raced with the stop may have left a request parked or
+	 * an answer unsent (nng refuses new operations on a stopped aio, and
+	 * calls nothing back): both freed here, once no callback can run. */
+	for (int i = 0; i < r->nworkers; i++) {
+		lookup_worker *w = &r->workers[i];
+
+		nng_aio_stop(w->aio);
+		if (w->state == LW_PARK && w->held != NULL)
+			nng_msg_free(w->held);
+		if (w->state == LW_SEND && nng_aio_get_msg(w->aio) != NULL)
+			nng_msg_free(nng_aio_get_msg(w->aio));
+		w->held = NULL;
+		nng_aio_set_msg(w->aio, NULL);
+	}
 	nng_close(r->rep);
 	for (int i = 0; i < r->nworkers; i++)
 		nng_aio_free(r->workers[i].aio);
 	r->nworkers = 0;
+	free(r->workers);
+	r->workers = NULL;
 }
 
 int main(void)
@@ -481,6 +664,7 @@ int main(void)
 		return 2;
 	shop_log_init("registry", cfg.log_level, NULL);
 	r.survey_ms = cfg.survey_ms;
+	r.lookups_from_ms = now_ms() + cfg.lookup_warmup_ms;
 
 	if (pthread_mutex_init(&r.mtx, NULL) != 0)
 		return 1;
@@ -490,7 +674,7 @@ int main(void)
 	pthread_condattr_destroy(&ca);
 	if (rv != 0)
 		goto out_mtx;
-	if (reg_table_create(&r.table, cfg.misses, on_table_event, NULL) != 0)
+	if (reg_table_create(&r.table, cfg.misses, on_table_event, &r) != 0)
 		goto out_cv;
 
 	if ((rv = surveyor_start(&r, &cfg)) != 0 || (rv = lookup_start(&r, &cfg)) != 0 ||
@@ -503,9 +687,10 @@ int main(void)
 	thread_started = true;
 	SHOP_LOG(INFO,
 		 "registry up: survey=%s lookup=%s admin=http://%s:%u survey_ms=%d misses=%d "
-		 "version=%s",
+		 "lookup_contexts=%d lookup_warmup_ms=%d version=%s",
 		 cfg.survey_url, cfg.lookup_url, cfg.admin_host, (unsigned)cfg.admin_port,
-		 cfg.survey_ms, cfg.misses, SHOP_VERSION);
+		 cfg.survey_ms, cfg.misses, cfg.lookup_contexts, cfg.lookup_warmup_ms,
+		 SHOP_VERSION);
 
 	if (sigwait(&sigs, &sig) == 0)
 		SHOP_LOG(INFO, "signal %d: stopping", sig);

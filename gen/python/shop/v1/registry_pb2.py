@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shop/v1/registry.proto\x12\x07shop.v1\"+\n\x06Survey\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0csent_unix_ms\x18\x02 \x01(\x03\"\x9a\x01\n\x06\x41\x64vert\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07rpc_url\x18\x03 \x01(\t\x12\x11\n\tadmin_url\x18\x04 \x01(\t\x12\x0e\n\x06weight\x18\x05 \x01(\r\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x08 \x01(\x03\"\x19\n\x06Lookup\x12\x0f\n\x07service\x18\x01 \x01(\t\"A\n\tInstances\x12\"\n\tinstances\x18\x01 \x03(\x0b\x32\x0f.shop.v1.Advert\x12\x10\n\x08revision\x18\x02 \x01(\x04\x32@\n\x0fRegistryService\x12-\n\x06Lookup\x12\x0f.shop.v1.Lookup\x1a\x12.shop.v1.Instancesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shop/v1/registry.proto\x12\x07shop.v1\"+\n\x06Survey\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0csent_unix_ms\x18\x02 \x01(\x03\"\x9a\x01\n\x06\x41\x64vert\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07rpc_url\x18\x03 \x01(\t\x12\x11\n\tadmin_url\x18\x04 \x01(\t\x12\x0e\n\x06weight\x18\x05 \x01(\r\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x08 \x01(\x03\"A\n\x06Lookup\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x15\n\rwait_revision\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"A\n\tInstances\x12\"\n\tinstances\x18\x01 \x03(\x0b\x32\x0f.shop.v1.Advert\x12\x10\n\x08revision\x18\x02 \x01(\x04\x32@\n\x0fRegistryService\x12-\n\x06Lookup\x12\x0f.shop.v1.Lookup\x1a\x12.shop.v1.Instancesb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.registry_pb2', globals())
@@ -25,9 +25,9 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _ADVERT._serialized_start=81
   _ADVERT._serialized_end=235
   _LOOKUP._serialized_start=237
-  _LOOKUP._serialized_end=262
-  _INSTANCES._serialized_start=264
-  _INSTANCES._serialized_end=329
-  _REGISTRYSERVICE._serialized_start=331
-  _REGISTRYSERVICE._serialized_end=395
+  _LOOKUP._serialized_end=302
+  _INSTANCES._serialized_start=304
+  _INSTANCES._serialized_end=369
+  _REGISTRYSERVICE._serialized_start=371
+  _REGISTRYSERVICE._serialized_end=435
 # @@protoc_insertion_point(module_scope)
