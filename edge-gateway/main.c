@@ -3,7 +3,7 @@
  * Environment (read here only):
  *   SHOP_GATEWAY_ADDR               listen host:port (127.0.0.1:8080)
  *   SHOP_REGISTRY_LOOKUP_URL        registry lookups (tcp://127.0.0.1:7101)
- *   SHOP_REGISTRY_REFRESH_MS        registry view refresh (250)
+ *   SHOP_REGISTRY_REFRESH_MS        retry interval while the registry is unreachable (250)
  *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
  *   SHOP_GATEWAY_IDLE_TIMEOUT_S     idle keep-alive connection, stalled
  *                                   answer write (10)
