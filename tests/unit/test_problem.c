@@ -130,7 +130,7 @@ static void test_problem_maps_rpc_codes(void)
 
 static void test_problem_5xx_never_carries_internals(void)
 {
-	int codes[] = {2, 7, 9, 12, 13, 99, -1};
+	int codes[] = {2, 7, 12, 13, 99, -1};
 	gw_problem p;
 
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
@@ -140,6 +140,16 @@ static void test_problem_5xx_never_carries_internals(void)
 		check_body(&p, "t", 500, "internal", "An internal error occurred.");
 		CU_ASSERT_PTR_NULL(strstr(p.detail, "SELECT"));
 	}
+}
+
+static void test_problem_idempotency_key_reused_is_422(void)
+{
+	Shop__V1__RpcResponse r = rpc(9, "IDEMPOTENCY_KEY_REUSED", NULL, NULL);
+	gw_problem p;
+
+	gw_problem_from_rpc(&p, &r, GW_LANG_EN);
+	check_body(&p, "t", 422, "idempotency_key_reused",
+		   "This Idempotency-Key was already used with another request body.");
 }
 
 static void test_problem_gateway_errors(void)
@@ -215,6 +225,7 @@ SHOP_TEST_MAIN("problem",
 	       {"order fallbacks word for word", test_problem_order_fallbacks_word_for_word},
 	       {"maps RPC codes", test_problem_maps_rpc_codes},
 	       {"5xx never carries internals", test_problem_5xx_never_carries_internals},
+	       {"idempotency key reused is 422", test_problem_idempotency_key_reused_is_422},
 	       {"gateway errors", test_problem_gateway_errors},
 	       {"framing errors", test_problem_framing_errors},
 	       {"names the field", test_problem_names_the_field},
