@@ -34,13 +34,16 @@ ADMIN_PORTS = {"registry": 7109, "auth": 7301, "product-a": 7311, "product-b": 7
                "order": 7321, "gateway": 8080}
 ADMIN_PORTS = {k: v + OFFSET for k, v in ADMIN_PORTS.items()}
 INSTANCES = ["registry", "auth", "product-a", "product-b", "order", "gateway"]
+# The build folder whose binaries the stack runs (./shop reads the same
+# variable): build/ by default, build-asan/ for the sanitizer pass.
+BUILD = os.environ.get("SHOP_BUILD") or os.path.join(ROOT, "build")
 BINARIES = {
-    "registry": "build/registry/registry",
-    "auth": "build/svc-auth/svc-auth",
-    "product-a": "build/svc-product/svc-product",
-    "product-b": "build/svc-product/svc-product",
-    "order": "build/svc-order/svc-order",
-    "gateway": "build/edge-gateway/gateway",
+    "registry": os.path.join(BUILD, "registry/registry"),
+    "auth": os.path.join(BUILD, "svc-auth/svc-auth"),
+    "product-a": os.path.join(BUILD, "svc-product/svc-product"),
+    "product-b": os.path.join(BUILD, "svc-product/svc-product"),
+    "order": os.path.join(BUILD, "svc-order/svc-order"),
+    "gateway": os.path.join(BUILD, "edge-gateway/gateway"),
 }
 
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
