@@ -215,7 +215,32 @@ def test_registry_outage_traffic_continues():
     return "%d GETs ok; view full %.0f ms after restart" % (len(load.results), full * 1000)
 
 
+def test_sigterm_drains_and_exits_within_5_s():
+    """SIGTERM: the instance deregisters, stops taking calls, finishes those
+    in flight, logs its stop and exits within 5 s; no GET fails meanwhile."""
+    ensure_both_running()
+    pid = pid_of("product-b")
+    log = os.path.join(stack.VAR, "log", "product-b.log")
+    with Load() as load:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        gone = wait_for(lambda: not alive(pid), 10, 0.02)
+        time.sleep(0.5)
+    check(gone is not None and gone < 5.0, "product-b still running %.1f s after SIGTERM" % (gone or 10))
+    check("product-b" not in registry_instances(), "product-b still registered after it stopped")
+    with open(log, errors="replace") as f:
+        tail = f.read()[-4000:]
+    check('"msg":"stopped"' in tail, "no clean stop in product-b's log: %r" % tail[-300:])
+    bad = [r for r in load.results if r[2] != 200]
+    check(not bad, "%d GETs failed during the drain, e.g. %r" % (len(bad), bad[:3]))
+    rc, out = shop("start", "product-b")
+    check(rc == 0, "./shop start product-b: %s" % out[-300:])
+    return "exited %.2f s after SIGTERM; %d GETs ok" % (gone, len(load.results))
+
+
 FAULT_CASES = [
+    test_sigterm_drains_and_exits_within_5_s,
     test_kill_9_under_load_loses_no_get,
     test_sigstop_opens_breaker_then_half_open_recovers,
     test_slow_instance_counts_as_failing,
