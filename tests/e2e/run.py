@@ -20,6 +20,7 @@ sys.dont_write_bytecode = True
 
 import stack  # noqa: E402
 import test_auth  # noqa: E402
+import test_bench  # noqa: E402
 import test_errors  # noqa: E402
 import test_faults  # noqa: E402
 import test_hardening  # noqa: E402
@@ -48,6 +49,7 @@ CASES = (
     + test_registry.FAULT_CASES
     + test_orders.FAULT_CASES
     + test_faults.FAULT_CASES
+    + test_bench.CASES
     + [test_lifecycle.test_down_leaves_no_process]
 )
 

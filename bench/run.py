@@ -1,0 +1,297 @@
+#!/usr/bin/python3
+"""run.py -- `./shop bench`: shop's hot paths against an nginx one-hop proxy
+on the same machine, in the same run, with wrk.
+
+Reference: nginx (front, proxy_pass with upstream keepalive) -> nginx
+(returns a JSON body the size of an order). Each round runs the reference,
+then one shop path, both after a warm-up, so that drift between runs hits
+both alike. Prints one table: path, req/s, p50, p99, errors, ratio to the
+reference of the same round; then pgbench -N at the same connection count
+(what the database alone can write), the resident memory of the six shop
+processes, and the time `./shop up` takes to readiness with a warm build.
+
+Usage: bench/run.py [--smoke]   (--smoke: 1 s runs, no warm-up: the version
+./shop test runs so that the benchmark cannot rot; its numbers mean nothing)
+Environment: SHOP_VAR, SHOP_PORT_OFFSET (as ./shop), BENCH_SECONDS (10),
+BENCH_CONNECTIONS (64), BENCH_THREADS (2).
+"""
+
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+os.environ.setdefault("SHOP_VAR", os.path.join(ROOT, "var"))
+os.environ.setdefault("SHOP_PORT_OFFSET", "0")
+import stack  # noqa: E402  (HTTP helpers and the stack's layout)
+
+SMOKE = "--smoke" in sys.argv
+SECONDS = 1 if SMOKE else int(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = 0 if SMOKE else 3
+CONNS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+GW = "http://127.0.0.1:%d" % stack.GATEWAY_PORT
+NGINX_FRONT = 18980 + stack.OFFSET
+NGINX_BACK = 18981 + stack.OFFSET
+INSTANCES = ["registry", "auth", "product-a", "product-b", "order", "gateway"]
+
+
+def die(msg):
+    print("bench: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def shop(*args):
+    rc, out = stack.shop(*args)
+    if rc != 0:
+        die("./shop %s failed:\n%s" % (" ".join(args), out[-2000:]))
+    return out
+
+
+# ------------------------------------------------------------- nginx pair
+
+def nginx_start(body, workdir):
+    conf = os.path.join(workdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""
+worker_processes 1;
+daemon on;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream back { server 127.0.0.1:%(back)d; keepalive 64; }
+    server {
+        listen 127.0.0.1:%(back)d;
+        location / { default_type application/json; return 200 '%(body)s'; }
+    }
+    server {
+        listen 127.0.0.1:%(front)d;
+        location / {
+            proxy_pass http://back;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+""" % {"dir": workdir, "back": NGINX_BACK, "front": NGINX_FRONT, "body": body.replace("'", "")})
+    # nginx needs a writable temp folder of its own when not root-installed.
+    subprocess.run(["nginx", "-p", workdir, "-c", conf, "-e", os.path.join(workdir, "error.log")],
+                   check=True, stderr=subprocess.PIPE)
+    for _ in range(50):
+        try:
+            r = stack.request("GET", "/", port=NGINX_FRONT, timeout=1)
+            if r.status == 200:
+                return conf
+        except OSError:
+            pass
+        time.sleep(0.1)
+    die("nginx did not answer on :%d" % NGINX_FRONT)
+
+
+def nginx_stop(workdir, conf):
+    subprocess.run(["nginx", "-p", workdir, "-c", conf, "-s", "stop"], stderr=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------ wrk
+
+LUA = """
+wrk.method = "%(method)s"
+wrk.headers["Content-Type"] = "application/json"
+%(auth)s
+%(body)s
+"""
+
+
+def wrk(url, method="GET", token=None, body=None, seconds=SECONDS, lua_dir=None):
+    """Runs wrk; returns dict(rps, p50_ms, p99_ms, errors, requests)."""
+    script = os.path.join(lua_dir, "req-%s.lua" % secrets.token_hex(4))
+    with open(script, "w") as f:
+        f.write(LUA % {
+            "method": method,
+            "auth": 'wrk.headers["Authorization"] = "Bearer %s"' % token if token else "",
+            "body": "wrk.body = '%s'" % body if body else "",
+        })
+    cmd = ["wrk", "-t%d" % THREADS, "-c%d" % CONNS, "-d%ds" % seconds, "--latency", "-s", script, url]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 60)
+    text = out.stdout.decode()
+    res = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": 0, "raw": text}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(r"^\s+%s(?:\.000)?%%\s+([\d.]+)(us|ms|s)\s*$" % pct, text, re.M)
+        if m:
+            v = float(m.group(1))
+            res[key] = v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    m = re.search(r"(\d+) requests in", text)
+    if m:
+        res["requests"] = int(m.group(1))
+    errs = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        errs += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errs += sum(int(x) for x in m.groups())
+    res["errors"] = errs
+    return res
+
+
+# ------------------------------------------------------------- the stack
+
+def api(method, path, body=None, token=None):
+    h = {"Authorization": "Bearer " + token} if token else {}
+    return stack.request(method, path, body=body, headers=h)
+
+
+def prepare():
+    """A user, a product, a cached order; returns (token, product id, order id, name, pw)."""
+    name, pw = "bench-" + secrets.token_hex(4), "bench-password"
+    r = api("POST", "/auth/sign-up", {"name": name, "password": pw})
+    if r.status != 201:
+        die("sign-up: %r" % r)
+    token = r.json()["access_token"]
+    r = api("POST", "/products", {"name": "Bench keyboard", "supply_price": 30000}, token)
+    if r.status != 201:
+        die("product: %r" % r)
+    pid = r.json()["id"]
+    r = api("POST", "/orders", {"product_ids": [pid, pid, pid]}, token)
+    if r.status != 201:
+        die("order: %r" % r)
+    oid = r.json()["id"]
+    for _ in range(12):  # a few products so that a page of 10 is full
+        api("POST", "/products", {"name": "Bench item", "supply_price": 1000}, token)
+    r = api("GET", "/orders/%d" % oid, token=token)
+    if r.header("x-cache") != "HIT":
+        die("the order is not cached: %r" % r.header("x-cache"))
+    return token, pid, oid, name, pw, r.body.decode()
+
+
+def rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pgbench_tps():
+    env = stack.stack_env()
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
+    if not bins:
+        return None, "no pgbench"
+    dsn = env["SHOP_PG_DSN_ORDER"]
+    base = dsn.rsplit("/", 1)[0] + "/shop_bench"
+    psql = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    subprocess.run([psql, dsn, "-q", "-c", "DROP DATABASE IF EXISTS shop_bench WITH (FORCE)"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([psql, dsn, "-q", "-c", "CREATE DATABASE shop_bench"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([bins[-1], "-i", "-q", "-s", "1", base], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    out = subprocess.run([bins[-1], "-N", "-c", str(CONNS), "-j", str(THREADS), "-T", str(SECONDS),
+                          base], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
+    m = re.search(r"tps = ([\d.]+)", out)
+    return (float(m.group(1)) if m else None), out
+
+
+def up_time():
+    """Seconds `./shop up` takes to readiness with a warm build and an
+    existing database (the services are stopped first, not the data)."""
+    for name in reversed(INSTANCES):
+        stack.shop("stop", name)
+    t = time.monotonic()
+    shop("up")
+    return time.monotonic() - t
+
+
+def fmt(v, unit=""):
+    return "-" if v is None else ("%.2f%s" % (v, unit) if isinstance(v, float) else "%s%s" % (v, unit))
+
+
+def main():
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        die("wrk and nginx are needed (./shop bench installs them)")
+    shop("up")
+    token, pid, oid, name, pw, order_body = prepare()
+    work = tempfile.mkdtemp(prefix="shop-bench-")
+    conf = nginx_start(order_body, work)
+    post_order = json.dumps({"product_ids": [pid]})
+    sign_in = json.dumps({"name": name, "password": pw})
+    paths = [
+        ("GET /orders/{id} (cache hit)", GW + "/orders/%d" % oid, "GET", token, None),
+        ("GET /products?page_size=10", GW + "/products?page_size=10", "GET", token, None),
+        ("POST /orders (one product)", GW + "/orders", "POST", token, post_order),
+        ("POST /orders, breaker open (503)", GW + "/orders", "POST", token, post_order),
+        ("POST /auth/sign-in", GW + "/auth/sign-in", "POST", None, sign_in),
+    ]
+    rows = []
+    try:
+        for label, url, method, tok, body in paths:
+            if "breaker open" in label:
+                # Both product instances gone: the order service's breakers
+                # open at once (their pipes close) and it answers the fallback.
+                stack.shop("stop", "product-a")
+                stack.shop("stop", "product-b")
+                api("POST", "/orders", {"product_ids": [pid]}, token)
+            if WARMUP:
+                wrk("http://127.0.0.1:%d/" % NGINX_FRONT, seconds=WARMUP, lua_dir=work)
+                wrk(url, method, tok, body, seconds=WARMUP, lua_dir=work)
+            ref = wrk("http://127.0.0.1:%d/" % NGINX_FRONT, lua_dir=work)
+            got = wrk(url, method, tok, body, lua_dir=work)
+            if "breaker open" in label:
+                # The fallback is the expected answer here, not an error.
+                got["errors"] = 0 if got["requests"] else 1
+                shop("start", "product-a")
+                shop("start", "product-b")
+            rows.append((label, got, ref))
+    finally:
+        nginx_stop(work, conf)
+    tps, pg_out = pgbench_tps()
+    rss = {n: rss_kib(stack.pid_of(n) or 0) for n in INSTANCES}
+    up_s = up_time()
+    shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("shop bench: wrk -t%d -c%d -d%ds, reference nginx one-hop proxy, %s" %
+          (THREADS, CONNS, SECONDS, "SMOKE RUN (numbers mean nothing)" if SMOKE else "same round"))
+    print("%-34s %10s %9s %9s %7s %10s %7s" % ("path", "req/s", "p50 ms", "p99 ms", "errors",
+                                              "nginx r/s", "ratio"))
+    for label, got, ref in rows:
+        ratio = got["rps"] / ref["rps"] if ref["rps"] else 0
+        print("%-34s %10.0f %9s %9s %7d %10.0f %6.2fx" % (label, got["rps"], fmt(got["p50_ms"]),
+                                                          fmt(got["p99_ms"]), got["errors"],
+                                                          ref["rps"], ratio))
+    post = [g for l, g, _ in rows if l.startswith("POST /orders (")][0]
+    if tps:
+        print("%-34s %10.0f   (POST /orders / pgbench: %.2fx)" % ("pgbench -N -c%d (database alone)"
+                                                                 % CONNS, tps, post["rps"] / tps))
+    else:
+        print("pgbench: failed:\n" + pg_out[-500:])
+    total = sum(rss.values())
+    print("resident memory: " + ", ".join("%s %.1f MiB" % (n, k / 1024) for n, k in rss.items()) +
+          "; total %.1f MiB" % (total / 1024))
+    print("./shop up to ready (warm build, existing database): %.2f s" % up_s)
+    bad = [l for l, g, _ in rows if g["requests"] == 0]
+    if bad:
+        die("no request completed for: %s" % ", ".join(bad))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""test_bench.py -- `./shop bench --smoke` runs end to end on the test stack
+(one-second runs, no thresholds), so that the benchmark cannot rot."""
+
+import os
+import subprocess
+
+import stack
+from stack import check
+
+
+def test_bench_smoke_prints_the_table():
+    env = dict(os.environ, SHOP_VAR=stack.VAR, SHOP_PORT_OFFSET=str(stack.OFFSET),
+               SHOP_BUILD=stack.BUILD)
+    p = subprocess.run(["/usr/bin/python3", os.path.join(stack.ROOT, "bench", "run.py"), "--smoke"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    out = p.stdout.decode("utf-8", "replace")
+    check(p.returncode == 0, "bench --smoke exited %d:\n%s" % (p.returncode, out[-1500:]))
+    for row in ("GET /orders/{id} (cache hit)", "GET /products?page_size=10",
+                "POST /orders (one product)", "POST /orders, breaker open (503)",
+                "POST /auth/sign-in", "pgbench -N", "resident memory:", "./shop up to ready"):
+        check(row in out, "no %r row in:\n%s" % (row, out[-1500:]))
+    return out.strip().splitlines()[-1]
+
+
+CASES = [test_bench_smoke_prints_the_table]
