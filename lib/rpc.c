@@ -167,3 +167,9 @@ const char *shop_rpc_response_meta(const Shop__V1__RpcResponse *resp, const char
 	}
 	return NULL;
 }
+
+void shop_rpc_reply_bad_field(shop_rpc_reply *r, const char *field, const char *why)
+{
+	shop_rpc_reply_error(r, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field, why);
+	shop_rpc_reply_meta(r, "field", field);
+}

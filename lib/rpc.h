@@ -57,6 +57,9 @@ int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg);
 /* Sets an error: code, stable reason (UPPER_SNAKE) and a printf message. */
 void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* INVALID_ARGUMENT, reason INVALID_ARGUMENT, message "<field> <why>" and
+ * metadata field = <field>. */
+void shop_rpc_reply_bad_field(shop_rpc_reply *r, const char *field, const char *why);
 /* Adds one metadata entry (copied, truncated to fit); ignored past the max. */
 void shop_rpc_reply_meta(shop_rpc_reply *r, const char *key, const char *val);
 

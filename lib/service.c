@@ -48,6 +48,26 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 			      c->log_level);
 }
 
+shop_pg *shop_service_pg(const shop_rpc_call *call)
+{
+	const shop_service_worker *w = call->worker;
+
+	return w != NULL ? w->pg : NULL;
+}
+
+shop_redis *shop_service_redis(const shop_rpc_call *call)
+{
+	const shop_service_worker *w = call->worker;
+
+	return w != NULL ? w->redis : NULL;
+}
+
+void shop_service_reply_db_down(shop_rpc_reply *reply)
+{
+	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE",
+			     "the service's database is unavailable");
+}
+
 void shop_service_block_signals(void)
 {
 	sigset_t sigs;

@@ -44,6 +44,15 @@ typedef struct shop_service_worker {
 	shop_redis *redis;
 } shop_service_worker;
 
+/* The calling worker's connections (NULL when the worker could not make
+ * one, or, for Redis, when the service runs without). Borrowed. */
+shop_pg *shop_service_pg(const shop_rpc_call *call);
+shop_redis *shop_service_redis(const shop_rpc_call *call);
+
+/* UNAVAILABLE, reason DATABASE_UNAVAILABLE (answered 503
+ * service_unavailable at the edge): the service's own database failed. */
+void shop_service_reply_db_down(shop_rpc_reply *reply);
+
 /* Blocks SIGTERM and SIGINT in the calling thread, so that every thread
  * made afterwards inherits the mask and only shop_service_run's sigwait
  * takes them. Call first in main when main makes threads (a registry

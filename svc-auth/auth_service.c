@@ -44,33 +44,6 @@ void auth_app_fini(auth_app *app)
 	sem_destroy(&app->hash_slots);
 }
 
-static shop_pg *worker_pg(const shop_rpc_call *call)
-{
-	const shop_service_worker *w = call->worker;
-
-	return w != NULL ? w->pg : NULL;
-}
-
-static shop_redis *worker_redis(const shop_rpc_call *call)
-{
-	const shop_service_worker *w = call->worker;
-
-	return w != NULL ? w->redis : NULL;
-}
-
-static void reply_bad_field(shop_rpc_reply *reply, const char *field, const char *why)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field,
-			     why);
-	shop_rpc_reply_meta(reply, "field", field);
-}
-
-static void reply_db_down(shop_rpc_reply *reply)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE",
-			     "the user database is unavailable");
-}
-
 /* Validates name and password; on success writes the trimmed name. */
 static int check_credentials(const char *name, const char *password, char *clean, size_t cap,
 			     shop_rpc_reply *reply)
@@ -78,12 +51,12 @@ static int check_credentials(const char *name, const char *password, char *clean
 	size_t pw_len = strlen(password);
 
 	if (shop_text_clean(name, 1, NAME_MAX_CHARS, clean, cap) != 0) {
-		reply_bad_field(reply, "name",
+		shop_rpc_reply_bad_field(reply, "name",
 				"must be 1 to 64 characters of UTF-8 text without control characters");
 		return -1;
 	}
 	if (pw_len < PASSWORD_MIN || pw_len > PASSWORD_MAX) {
-		reply_bad_field(reply, "password", "must be 8 to 128 bytes");
+		shop_rpc_reply_bad_field(reply, "password", "must be 8 to 128 bytes");
 		return -1;
 	}
 	return 0;
@@ -153,14 +126,14 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot hash");
 		goto out;
 	}
-	res = auth_store_insert_user(worker_pg(call), name, hash, sqlstate);
+	res = auth_store_insert_user(shop_service_pg(call), name, hash, sqlstate);
 	if (res == NULL && strcmp(sqlstate, "23505") == 0) {
 		shop_rpc_reply_error(reply, SHOP_RPC_ALREADY_EXISTS, "NAME_TAKEN",
 				     "this name is already taken");
 		goto out;
 	}
 	if (res == NULL || PQntuples(res) != 1) {
-		reply_db_down(reply);
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -190,7 +163,7 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	clean = shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) == 0;
 	/* Throttled before any hashing: a flood of guesses costs no CPU. */
-	wait_ms = auth_throttle_check(worker_redis(call), &app->throttle, clean ? name : NULL,
+	wait_ms = auth_throttle_check(shop_service_redis(call), &app->throttle, clean ? name : NULL,
 				      req->client_address, now_ms);
 	if (wait_ms > 0) {
 		snprintf(retry, sizeof(retry), "%" PRId64, (wait_ms + 999) / 1000);
@@ -205,8 +178,8 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 		verify_password(app, app->dummy_hash, req->password);
 		goto denied;
 	}
-	if ((res = auth_store_find_user(worker_pg(call), name)) == NULL) {
-		reply_db_down(reply);
+	if ((res = auth_store_find_user(shop_service_pg(call), name)) == NULL) {
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	known = PQntuples(res) == 1;
@@ -219,12 +192,12 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	if (crypto_pwhash_str_needs_rehash(hash, app->opslimit, app->memlimit) != 0 &&
 	    hash_password(app, req->password, fresh) == 0 &&
-	    auth_store_set_hash(worker_pg(call), id, fresh) == 0)
+	    auth_store_set_hash(shop_service_pg(call), id, fresh) == 0)
 		SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 ": password re-hashed", id);
 	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
 	goto out;
 denied:
-	auth_throttle_fail(worker_redis(call), &app->throttle, clean ? name : NULL,
+	auth_throttle_fail(shop_service_redis(call), &app->throttle, clean ? name : NULL,
 			   req->client_address, now_ms);
 	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "INVALID_CREDENTIALS",
 			     "name or password is wrong");

@@ -19,33 +19,6 @@
 #define ORDER_IDS_MAX 100
 #define IDEMPOTENCY_KEY_MAX 255
 
-static shop_pg *worker_pg(const shop_rpc_call *call)
-{
-	const shop_service_worker *w = call->worker;
-
-	return w != NULL ? w->pg : NULL;
-}
-
-static shop_redis *worker_redis(const shop_rpc_call *call)
-{
-	const shop_service_worker *w = call->worker;
-
-	return w != NULL ? w->redis : NULL;
-}
-
-static void reply_db_down(shop_rpc_reply *reply)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "SERVICE_UNAVAILABLE",
-			     "the order database is unavailable");
-}
-
-static void reply_bad_field(shop_rpc_reply *reply, const char *field, const char *why)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field,
-			     why);
-	shop_rpc_reply_meta(reply, "field", field);
-}
-
 static void reply_order_not_found(shop_rpc_reply *reply, int64_t id)
 {
 	char sid[24];
@@ -128,7 +101,7 @@ static const Shop__V1__Product *find_product(const Shop__V1__GetProductsResponse
 static void reply_order(order_app *app, shop_rpc_call *call, order_row *o,
 			shop_rpc_reply *reply)
 {
-	order_cache_put(worker_redis(call), &o->msg, o->version, app->cache_ttl_s);
+	order_cache_put(shop_service_redis(call), &o->msg, o->version, app->cache_ttl_s);
 	shop_rpc_reply_ok(reply, &o->msg.base);
 }
 
@@ -164,26 +137,26 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 		return;
 	}
 	if (req->n_product_ids < 1 || req->n_product_ids > ORDER_IDS_MAX) {
-		reply_bad_field(reply, "product_ids", "must hold 1 to 100 ids");
+		shop_rpc_reply_bad_field(reply, "product_ids", "must hold 1 to 100 ids");
 		return;
 	}
 	for (size_t i = 0; i < req->n_product_ids; i++) {
 		if (req->product_ids[i] <= 0) {
-			reply_bad_field(reply, "product_ids", "must be positive ids");
+			shop_rpc_reply_bad_field(reply, "product_ids", "must be positive ids");
 			return;
 		}
 		len += (size_t)snprintf(request + len, sizeof(request) - len, "%s%" PRId64,
 					i > 0 ? "," : "", req->product_ids[i]);
 	}
 	if (key != NULL && !valid_key(key)) {
-		reply_bad_field(reply, "idempotency_key", "must be 1 to 255 visible ASCII characters");
+		shop_rpc_reply_bad_field(reply, "idempotency_key", "must be 1 to 255 visible ASCII characters");
 		return;
 	}
 	if (key != NULL) {
-		rv = order_store_find_key(worker_pg(call), call->caller_user_id, key, request,
+		rv = order_store_find_key(shop_service_pg(call), call->caller_user_id, key, request,
 					  &existing);
 		if (rv == ORDER_STORE_OK)
-			rv = order_store_get(worker_pg(call), call->caller_user_id, existing, &o);
+			rv = order_store_get(shop_service_pg(call), call->caller_user_id, existing, &o);
 		if (rv == ORDER_STORE_OK) {
 			reply_order(app, call, &o, reply);
 			goto out;
@@ -191,14 +164,14 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 		if (rv == ORDER_STORE_KEY_REUSED)
 			goto key_reused;
 		if (rv == ORDER_STORE_DOWN) {
-			reply_db_down(reply);
+			shop_service_reply_db_down(reply);
 			goto out;
 		}
 	}
 	/* Our own database first: when it is down the answer is ours
 	 * (service_unavailable), not a product check that cannot be used. */
-	if (!shop_pg_ok(worker_pg(call))) {
-		reply_db_down(reply);
+	if (!shop_pg_ok(shop_service_pg(call))) {
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	if (fetch_products(app, call, req->product_ids, req->n_product_ids, &products, reply) != 0)
@@ -213,12 +186,12 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 		}
 		items[i] = (order_item_in){p->id, p->name, p->supply_price};
 	}
-	rv = order_store_create(worker_pg(call), call->caller_user_id, items, req->n_product_ids,
+	rv = order_store_create(shop_service_pg(call), call->caller_user_id, items, req->n_product_ids,
 				key, request, &o);
 	if (rv == ORDER_STORE_KEY_REUSED)
 		goto key_reused;
 	if (rv != ORDER_STORE_OK) {
-		reply_db_down(reply);
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	SHOP_LOG_T(INFO, call->trace_id, "order %" PRId64 " created with %zu items", o.msg.id,
@@ -251,12 +224,12 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 		return;
 	}
 	if (req->order_id <= 0 || req->product_id <= 0) {
-		reply_bad_field(reply, req->order_id <= 0 ? "order_id" : "product_id",
+		shop_rpc_reply_bad_field(reply, req->order_id <= 0 ? "order_id" : "product_id",
 				"must be a positive id");
 		return;
 	}
-	if (!shop_pg_ok(worker_pg(call))) {
-		reply_db_down(reply);
+	if (!shop_pg_ok(shop_service_pg(call))) {
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	if (fetch_products(app, call, &req->product_id, 1, &products, reply) != 0)
@@ -267,11 +240,11 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 		goto out;
 	}
 	item = (order_item_in){p->id, p->name, p->supply_price};
-	rv = order_store_add_item(worker_pg(call), call->caller_user_id, req->order_id, &item, &o);
+	rv = order_store_add_item(shop_service_pg(call), call->caller_user_id, req->order_id, &item, &o);
 	if (rv == ORDER_STORE_NOT_FOUND)
 		reply_order_not_found(reply, req->order_id);
 	else if (rv != ORDER_STORE_OK)
-		reply_db_down(reply);
+		shop_service_reply_db_down(reply);
 	else
 		reply_order(app, call, &o, reply);
 out:
@@ -296,10 +269,10 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 		return;
 	}
 	if (req->order_id <= 0) {
-		reply_bad_field(reply, "order_id", "must be a positive id");
+		shop_rpc_reply_bad_field(reply, "order_id", "must be a positive id");
 		return;
 	}
-	cr = order_cache_get(worker_redis(call), req->order_id, &cached);
+	cr = order_cache_get(shop_service_redis(call), req->order_id, &cached);
 	if (cr == ORDER_CACHE_HIT) {
 		/* Another user's order answers as if absent, cached or not. */
 		if (cached->user_id != call->caller_user_id)
@@ -309,17 +282,17 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 		shop__v1__order__free_unpacked(cached, NULL);
 		return;
 	}
-	rv = order_store_get(worker_pg(call), call->caller_user_id, req->order_id, &o);
+	rv = order_store_get(shop_service_pg(call), call->caller_user_id, req->order_id, &o);
 	if (rv == ORDER_STORE_NOT_FOUND) {
 		reply_order_not_found(reply, req->order_id);
 	} else if (rv != ORDER_STORE_OK) {
-		reply_db_down(reply);
+		shop_service_reply_db_down(reply);
 	} else {
 		/* Fill (compare-and-set: never over a newer value), unless
 		 * Redis was unreachable a moment ago. */
 		if (cr == ORDER_CACHE_MISS ||
-		    (order_cache_is_dirty(req->order_id) && worker_redis(call) != NULL))
-			order_cache_put(worker_redis(call), &o.msg, o.version, app->cache_ttl_s);
+		    (order_cache_is_dirty(req->order_id) && shop_service_redis(call) != NULL))
+			order_cache_put(shop_service_redis(call), &o.msg, o.version, app->cache_ttl_s);
 		if (shop_rpc_reply_ok(reply, &o.msg.base) == 0)
 			shop_rpc_reply_meta(reply, "cache",
 					    cr == ORDER_CACHE_MISS ? "MISS" : "BYPASS");

@@ -45,27 +45,6 @@ int product_page_token_decode(const char *token, int64_t *last_id)
 	return 0;
 }
 
-/* The worker's connection; NULL when the worker could not make one. */
-static shop_pg *worker_pg(const shop_rpc_call *call)
-{
-	const shop_service_worker *w = call->worker;
-
-	return w != NULL ? w->pg : NULL;
-}
-
-static void reply_db_down(shop_rpc_reply *reply)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE",
-			     "the product database is unavailable");
-}
-
-static void reply_bad_field(shop_rpc_reply *reply, const char *field, const char *why)
-{
-	shop_rpc_reply_error(reply, SHOP_RPC_INVALID_ARGUMENT, "INVALID_ARGUMENT", "%s %s", field,
-			     why);
-	shop_rpc_reply_meta(reply, "field", field);
-}
-
 static void create_product(void *app, shop_rpc_call *call, const ProtobufCMessage *msg,
 			   shop_rpc_reply *reply)
 {
@@ -81,17 +60,17 @@ static void create_product(void *app, shop_rpc_call *call, const ProtobufCMessag
 		goto out;
 	}
 	if (shop_text_clean(req->name, 1, PRODUCT_NAME_MAX, name, cap) != 0) {
-		reply_bad_field(reply, "name",
+		shop_rpc_reply_bad_field(reply, "name",
 				"must be 1 to 200 characters of UTF-8 text without control characters");
 		goto out;
 	}
 	if (req->supply_price < 0 || req->supply_price > PRODUCT_PRICE_MAX) {
-		reply_bad_field(reply, "supply_price", "must be an integer from 0 to 1000000000");
+		shop_rpc_reply_bad_field(reply, "supply_price", "must be an integer from 0 to 1000000000");
 		goto out;
 	}
-	if ((res = product_store_insert(worker_pg(call), name, req->supply_price)) == NULL ||
+	if ((res = product_store_insert(shop_service_pg(call), name, req->supply_price)) == NULL ||
 	    PQntuples(res) != 1) {
-		reply_db_down(reply);
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	product_store_row(res, 0, &product);
@@ -115,16 +94,16 @@ static void list_products(void *app, shop_rpc_call *call, const ProtobufCMessage
 
 	(void)app;
 	if (size < 1 || size > PAGE_SIZE_MAX) {
-		reply_bad_field(reply, "page_size", "must be from 1 to 1000");
+		shop_rpc_reply_bad_field(reply, "page_size", "must be from 1 to 1000");
 		goto out;
 	}
 	if (req->page_token[0] != '\0' && product_page_token_decode(req->page_token, &after) != 0) {
-		reply_bad_field(reply, "page_token", "is not a token this service gave");
+		shop_rpc_reply_bad_field(reply, "page_token", "is not a token this service gave");
 		goto out;
 	}
 	/* One row more than the page tells whether another page follows. */
-	if ((res = product_store_list(worker_pg(call), after, size + 1)) == NULL) {
-		reply_db_down(reply);
+	if ((res = product_store_list(shop_service_pg(call), after, size + 1)) == NULL) {
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	n = PQntuples(res);
@@ -164,17 +143,17 @@ static void get_products(void *app, shop_rpc_call *call, const ProtobufCMessage 
 
 	(void)app;
 	if (req->n_ids < 1 || req->n_ids > GET_IDS_MAX) {
-		reply_bad_field(reply, "ids", "must hold 1 to 1000 ids");
+		shop_rpc_reply_bad_field(reply, "ids", "must hold 1 to 1000 ids");
 		goto out;
 	}
 	for (size_t i = 0; i < req->n_ids; i++) {
 		if (req->ids[i] <= 0) {
-			reply_bad_field(reply, "ids", "must be positive");
+			shop_rpc_reply_bad_field(reply, "ids", "must be positive");
 			goto out;
 		}
 	}
-	if ((res = product_store_get_many(worker_pg(call), req->ids, req->n_ids)) == NULL) {
-		reply_db_down(reply);
+	if ((res = product_store_get_many(shop_service_pg(call), req->ids, req->n_ids)) == NULL) {
+		shop_service_reply_db_down(reply);
 		goto out;
 	}
 	n = PQntuples(res);
