@@ -22,6 +22,7 @@
 #include "problem.h"
 #include "product.pb-c.h"
 #include "router.h"
+#include "trace.h"
 #include "traceparent.h"
 #include "transcode.h"
 #include "upstream_bridge.h"
@@ -60,6 +61,8 @@ typedef struct gw_req {
 	int64_t path_id;
 	gw_lang lang;
 	gw_trace trace;
+	shop_span span; /* the SERVER span of a proxied request, when span_open */
+	bool span_open;
 	int64_t start_us;
 	char *body;
 	size_t body_len;
@@ -161,36 +164,21 @@ static void answer_kind(gw_req *r, enum gw_problem_kind kind, const char *arg)
 	answer_problem(r, &p);
 }
 
-static void answer_text(gw_req *r, int status, const char *content_type, const char *text)
+/* ---- gateway-local routes --------------------------------------------------- */
+
+/* /healthz (liveness) or /readyz (readiness, from the last registry view
+ * and the breakers): health.h. Reads memory only. */
+static void answer_health(gw_req *r, bool readiness)
 {
-	char *body = strdup(text);
+	char *body;
+	size_t len;
+	int status = shop_health_render(r->srv->cfg.health, readiness, &body, &len);
 
 	if (body == NULL) {
 		answer_kind(r, GW_P_INTERNAL, NULL);
 		return;
 	}
-	set_answer(r, status, content_type, body, strlen(body));
-}
-
-/* ---- gateway-local routes --------------------------------------------------- */
-
-static void answer_readyz(gw_req *r)
-{
-	const gw_http_config *c = &r->srv->cfg;
-	char missing[384] = "", body[512];
-	size_t o = 0;
-
-	for (size_t i = 0; i < c->n_required && o < sizeof(missing); i++) {
-		shop_instance inst;
-
-		if (shop_registry_view_get(r->srv->view, c->required[i], true, &inst, 1) > 0)
-			continue;
-		o += (size_t)snprintf(missing + o, sizeof(missing) - o, "%s\"%s\"", o ? "," : "",
-				      c->required[i]);
-	}
-	snprintf(body, sizeof(body), "{\"status\":\"%s\",\"missing\":[%s]}",
-		 missing[0] == '\0' ? "ready" : "not_ready", missing);
-	answer_text(r, missing[0] == '\0' ? 200 : 503, "application/json", body);
+	set_answer(r, status, "application/json", body, len);
 }
 
 static void answer_metrics(gw_req *r)
@@ -563,6 +551,36 @@ static bool token_accepted(gw_req *r)
 	return false;
 }
 
+/* The SERVER span of a proxied request: from its route on to its answer;
+ * the upstream call is its child (lib/upstream.c). Named "METHOD template",
+ * never by the raw path. */
+static void span_begin(gw_req *r)
+{
+	char name[96];
+
+	if (!r->trace.sampled || !shop_trace_recording())
+		return;
+	snprintf(name, sizeof(name), "%s %s", r->method, r->route->pattern);
+	shop_span_begin(&r->span, SHOP_SPAN_SERVER, name, r->trace.trace_id, r->trace.span_id,
+			r->trace.parent_id, r->trace.sampled);
+	shop_span_tag(&r->span, "http.method", "%s", r->method);
+	shop_span_tag(&r->span, "http.route", "%s", r->route->pattern);
+	r->span_open = true;
+}
+
+static void span_end(gw_req *r)
+{
+	if (!r->span_open)
+		return;
+	r->span_open = false;
+	shop_span_tag(&r->span, "http.status_code", "%d", r->status);
+	if (r->status >= 500)
+		shop_span_tag(&r->span, "error", "%d", r->status);
+	if (r->served_by[0] != '\0' && strcmp(r->served_by, r->srv->cfg.instance) != 0)
+		shop_span_tag(&r->span, "served_by", "%s", r->served_by);
+	shop_span_finish(&r->span);
+}
+
 /* Returns 0 to keep the connection, -1 to close it. */
 static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 {
@@ -614,10 +632,10 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 
 	switch (r->route->kind) {
 	case GW_ROUTE_HEALTHZ:
-		answer_text(r, 200, "application/json", "{\"status\":\"up\"}");
+		answer_health(r, false);
 		return 0;
 	case GW_ROUTE_READYZ:
-		answer_readyz(r);
+		answer_health(r, true);
 		return 0;
 	case GW_ROUTE_METRICS:
 		answer_metrics(r);
@@ -625,6 +643,7 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 	case GW_ROUTE_PROXY:
 		break;
 	}
+	span_begin(r);
 
 	/* On the normalised path's route, before anything goes upstream. */
 	if (r->route->needs_token && !token_accepted(r))
@@ -721,6 +740,7 @@ static void on_body(gw_req *r, const char *in, size_t len)
 
 static void log_and_count(gw_req *r)
 {
+	span_end(r);
 	double secs = (double)(shop_now_mono_us() - r->start_us) / 1e6;
 
 	gw_metrics_count(r->srv->metrics, r->route_label, r->method, r->status, secs);

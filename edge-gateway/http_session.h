@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "jwt_filter.h"
 #include "registry_client.h"
 #include "upstream.h"
@@ -22,7 +23,8 @@ typedef struct gw_http_config {
 	int request_timeout_s;       /* the header block, then the body, each */
 	const char *const *required; /* services /readyz needs an instance of */
 	size_t n_required;
-	gw_jwt_config jwt; /* the token check of routes with needs_token */
+	shop_health *health; /* /healthz and /readyz (borrowed) */
+	gw_jwt_config jwt;   /* the token check of routes with needs_token */
 } gw_http_config;
 
 typedef struct gw_http gw_http;

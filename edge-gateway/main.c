@@ -14,6 +14,9 @@
  *   SHOP_GATEWAY_REQUIRED_SERVICES  services /readyz needs a healthy instance
  *                                   of, comma-separated ("product"; add
  *                                   "auth,order" once they are deployed)
+ *   SHOP_ZIPKIN_URL                 Zipkin v2 collector, e.g.
+ *                                   http://127.0.0.1:9411/api/v2/spans (unset:
+ *                                   no spans are recorded)
  *   SHOP_LOG_LEVEL                  debug, info, warn, error (info)
  *   SHOP_INSTANCE                   this gateway's name ("gateway") */
 #include <pthread.h>
@@ -23,10 +26,12 @@
 #include <string.h>
 
 #include "config.h"
+#include "health.h"
 #include "http_session.h"
 #include "jwt_filter.h"
 #include "log.h"
 #include "registry_client.h"
+#include "trace.h"
 #include "upstream.h"
 
 #define MAX_REQUIRED 8
@@ -70,7 +75,9 @@ int main(void)
 	char host[64], *required_buf = NULL;
 	const char *required[MAX_REQUIRED];
 	gw_http_config cfg = {.host = host, .required = required};
-	const char *lookup_url, *level_s, *required_s, *jwt_secret;
+	const char *lookup_url, *level_s, *required_s, *jwt_secret, *zipkin_url;
+	shop_zipkin_url zipkin;
+	shop_health *health = NULL;
 	int64_t refresh_ms;
 	int level, rv, status = 1;
 	shop_registry_view *view = NULL;
@@ -94,6 +101,10 @@ int main(void)
 	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);
 	/* No token can be verified without the key: refuse to start. */
 	jwt_secret = shop_env_secret(&env, "SHOP_JWT_SECRET", GW_JWT_MIN_KEY);
+	zipkin_url = shop_env_str(&env, "SHOP_ZIPKIN_URL", NULL, false);
+	if (zipkin_url != NULL && shop_zipkin_url_parse(zipkin_url, &zipkin) != 0)
+		shop_env_fail(&env, "SHOP_ZIPKIN_URL", "\"%.128s\" is not http://HOST[:PORT]/PATH",
+			      zipkin_url);
 	if (shop_env_check(&env) != 0)
 		return 2;
 	cfg.jwt.key = (const unsigned char *)jwt_secret;
@@ -121,6 +132,8 @@ int main(void)
 	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (shop_trace_start(zipkin_url, cfg.instance) != 0)
+		goto out;
 	if ((rv = shop_registry_view_create(&view, lookup_url, (int)refresh_ms)) != 0) {
 		SHOP_LOG(ERROR, "registry view on %s: %s", lookup_url, nng_strerror(rv));
 		goto out;
@@ -129,6 +142,12 @@ int main(void)
 		SHOP_LOG(ERROR, "upstream: %s", nng_strerror(rv));
 		goto out;
 	}
+	if (shop_health_create(&health, &(shop_health_config){.view = view,
+							      .required = required,
+							      .n_required = cfg.n_required,
+							      .up = up}) != 0)
+		goto out;
+	cfg.health = health;
 	if (gw_http_create(&http, &cfg, view, up) != 0)
 		goto out;
 	waiter.http = http;
@@ -152,7 +171,9 @@ out:
 	 * context (which they wake) still exists; then the connections close. */
 	shop_upstream_destroy(up);
 	gw_http_destroy(http);
+	shop_health_destroy(health);
 	shop_registry_view_destroy(view);
+	shop_trace_stop(); /* no request and no upstream call finishes a span now */
 	free(required_buf);
 	return status;
 }

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool lowerhex(const char *s, size_t n)
@@ -41,9 +42,12 @@ void gw_trace_init(gw_trace *t, const char *incoming, uint64_t rnd_hi, uint64_t 
 
 	if (span == 0)
 		span = 1;
+	t->parent_id[0] = '\0';
 	if (valid(incoming)) {
 		memcpy(t->trace_id, incoming + 3, 32);
 		t->trace_id[32] = '\0';
+		memcpy(t->parent_id, incoming + 36, 16);
+		t->parent_id[16] = '\0';
 		memcpy(flags, incoming + 53, 2);
 	} else {
 		if (rnd_hi == 0 && rnd_lo == 0)
@@ -51,6 +55,8 @@ void gw_trace_init(gw_trace *t, const char *incoming, uint64_t rnd_hi, uint64_t 
 		snprintf(t->trace_id, sizeof(t->trace_id), "%016" PRIx64 "%016" PRIx64, rnd_hi,
 			 rnd_lo);
 	}
+	snprintf(t->span_id, sizeof(t->span_id), "%016" PRIx64, span);
+	t->sampled = (strtoul(flags, NULL, 16) & 1) != 0;
 	/* We speak version 00, whatever version came in. */
 	snprintf(t->traceparent, sizeof(t->traceparent), "00-%s-%016" PRIx64 "-%s", t->trace_id,
 		 span, flags);

@@ -13,6 +13,7 @@ static shop_log_level log_min = SHOP_LOG_INFO;
 static FILE *log_stream;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static _Thread_local char log_trace[33]; /* this thread's call, "" for none */
 
 void shop_log_init(const char *instance, shop_log_level min, FILE *stream)
 {
@@ -20,6 +21,11 @@ void shop_log_init(const char *instance, shop_log_level min, FILE *stream)
 		snprintf(log_instance, sizeof(log_instance), "%s", instance);
 	log_min = min;
 	log_stream = stream;
+}
+
+void shop_log_set_trace(const char *trace_id)
+{
+	snprintf(log_trace, sizeof(log_trace), "%s", trace_id != NULL ? trace_id : "");
 }
 
 int shop_log_level_parse(const char *s)
@@ -75,6 +81,8 @@ void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, .
 
 	if (lvl < log_min)
 		return;
+	if (trace_id == NULL)
+		trace_id = log_trace;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);

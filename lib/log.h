@@ -20,6 +20,12 @@ int shop_log_level_parse(const char *s);
 void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Sets the trace id (copied; NULL or "" clears it) that lines this thread
+ * writes with trace_id NULL carry: the RPC server sets it around each call,
+ * so that every line of the call — the handler's, the database's, the
+ * cache's — names its trace. */
+void shop_log_set_trace(const char *trace_id);
+
 #define SHOP_LOG(lvl, ...) shop_log_write(SHOP_LOG_##lvl, NULL, __VA_ARGS__)
 #define SHOP_LOG_T(lvl, trace, ...) shop_log_write(SHOP_LOG_##lvl, (trace), __VA_ARGS__)
 

@@ -2,6 +2,7 @@
  * error and reconnect backoff. */
 #include "redis.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,36 @@ struct shop_redis {
 	int backoff_ms;
 	int ok;
 };
+
+/* hiredis's default reply functions with createArray bounded; filled
+ * under fns_mtx by the first reader set up, read-only afterwards. */
+static pthread_mutex_t fns_mtx = PTHREAD_MUTEX_INITIALIZER;
+static redisReplyObjectFunctions bounded_fns;
+static void *(*hiredis_create_array)(const redisReadTask *, int);
+
+static void *bounded_create_array(const redisReadTask *task, int elements)
+{
+	/* NULL makes the reader fail the reply (as out of memory), and the
+	 * caller drops the connection. */
+	if (elements > SHOP_REDIS_MAX_ELEMENTS)
+		return NULL;
+	return hiredis_create_array(task, elements);
+}
+
+void shop_redis_reader_setup(redisReader *reader)
+{
+	if (reader == NULL || reader->fn == NULL || reader->fn == &bounded_fns)
+		return;
+	pthread_mutex_lock(&fns_mtx);
+	if (hiredis_create_array == NULL && reader->fn->createArray != NULL) {
+		bounded_fns = *reader->fn;
+		hiredis_create_array = bounded_fns.createArray;
+		bounded_fns.createArray = bounded_create_array;
+	}
+	if (hiredis_create_array != NULL && reader->fn->createArray == hiredis_create_array)
+		reader->fn = &bounded_fns;
+	pthread_mutex_unlock(&fns_mtx);
+}
 
 shop_redis *shop_redis_create(const char *host, uint16_t port, int timeout_ms)
 {
@@ -82,6 +113,7 @@ static int redis_connect(shop_redis *r)
 		redis_fail(r, "cannot set the command timeout");
 		return -1;
 	}
+	shop_redis_reader_setup(r->ctx->reader);
 	return 0;
 }
 

@@ -27,4 +27,13 @@ redisReply *shop_redis_command(shop_redis *r, int argc, const char **argv, const
 /* True when the last command reached Redis (or none failed yet). */
 int shop_redis_ok(const shop_redis *r);
 
+/* Bounds what a reply parser (borrowed; made with hiredis's default reply
+ * functions) accepts from the server: an array announcing more than
+ * SHOP_REDIS_MAX_ELEMENTS elements fails the reply (hiredis calls it "Out
+ * of memory") and so the connection, where hiredis 0.14 would calloc the
+ * array at once ("*2147483647" from a bad server: 16 GiB). Every
+ * connection of shop_redis is set up so; exposed for the fuzzer. */
+#define SHOP_REDIS_MAX_ELEMENTS 1024
+void shop_redis_reader_setup(redisReader *reader);
+
 #endif

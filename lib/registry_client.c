@@ -64,6 +64,7 @@ struct shop_advertiser {
 	pthread_mutex_t mtx; /* guards self and stopping */
 	shop_instance self;
 	bool stopping;
+	int pipes; /* connections to the registry; atomic builtins */
 };
 
 /* Turns a received survey into this instance's Advert, in place. */
@@ -132,6 +133,19 @@ static void adv_cb(void *arg)
 		nng_recv_aio(a->sock, a->aio);
 }
 
+static void adv_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	shop_advertiser *a = arg;
+
+	(void)p;
+	__atomic_add_fetch(&a->pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1, __ATOMIC_RELAXED);
+}
+
+int shop_advertiser_connected(shop_advertiser *a)
+{
+	return __atomic_load_n(&a->pipes, __ATOMIC_RELAXED) > 0;
+}
+
 int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const shop_instance *self)
 {
 	shop_advertiser *a;
@@ -148,7 +162,9 @@ int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const 
 		goto out_mtx;
 	if ((rv = shop_nng_socket_defaults(a->sock)) != 0 ||
 	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
-	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0)
+	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0 ||
+	    (rv = nng_pipe_notify(a->sock, NNG_PIPE_EV_ADD_POST, adv_pipe_cb, a)) != 0 ||
+	    (rv = nng_pipe_notify(a->sock, NNG_PIPE_EV_REM_POST, adv_pipe_cb, a)) != 0)
 		goto out_sock;
 	if ((rv = nng_aio_alloc(&a->aio, adv_cb, a)) != 0)
 		goto out_sock;
@@ -516,6 +532,16 @@ uint64_t shop_registry_view_revision(shop_registry_view *v)
 	r = v->revision;
 	pthread_mutex_unlock(&v->mtx);
 	return r;
+}
+
+int shop_registry_view_reachable(shop_registry_view *v)
+{
+	int up;
+
+	pthread_mutex_lock(&v->mtx);
+	up = v->revision != 0 && !v->failing;
+	pthread_mutex_unlock(&v->mtx);
+	return up;
 }
 
 int64_t shop_registry_view_age_ms(shop_registry_view *v)

@@ -33,6 +33,8 @@ int shop_advertiser_create(shop_advertiser **out, const char *survey_url,
 			   const shop_instance *self);
 /* Changes the healthy flag sent from the next survey on. */
 void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy);
+/* 1 while a connection to the registry is up, else 0 (health: "away"). */
+int shop_advertiser_connected(shop_advertiser *a);
 /* Deregisters: closes the socket, so the registry drops the instance at
  * once. Accepts NULL. */
 void shop_advertiser_destroy(shop_advertiser *a);
@@ -63,5 +65,9 @@ uint64_t shop_registry_view_revision(shop_registry_view *v);
  * lookup is answered at the latest ~10 s after the last, so up to ~10 s
  * means all is well; more means the registry is unreachable. */
 int64_t shop_registry_view_age_ms(shop_registry_view *v);
+/* 1 when the last lookup was answered (a held one may be in flight), 0
+ * before the first answer and from a failed lookup or a closed connection
+ * to the registry on, until one is answered again (health: "away"). */
+int shop_registry_view_reachable(shop_registry_view *v);
 
 #endif

@@ -12,6 +12,7 @@
  * the socket; their callers see the connection reset. */
 #include "rpc_server.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "rpc_client.h"
+#include "trace.h"
 
 /* A reply that cannot be handed to the pipe in this long is dropped, so a
  * peer that stops reading cannot hold a worker forever. */
@@ -57,35 +60,6 @@ struct shop_rpc_server {
 	struct srv_worker *workers;
 };
 
-/* Copies the 32-hex trace id out of a W3C traceparent of version 00
- * ("00-<32 hex>-<16 hex>-<2 hex>", lower case, ids not all zero). Returns
- * false, leaving out "", for anything else. */
-static bool traceparent_trace_id(const char *tp, char out[33])
-{
-	static const char hex[] = "0123456789abcdef";
-	bool trace_nonzero = false, span_nonzero = false;
-
-	out[0] = '\0';
-	if (tp == NULL || strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' ||
-	    tp[52] != '-')
-		return false;
-	for (int i = 3; i < 55; i++) {
-		if (i == 35 || i == 52)
-			continue;
-		if (tp[i] == '\0' || strchr(hex, tp[i]) == NULL)
-			return false;
-		if (tp[i] != '0' && i < 35)
-			trace_nonzero = true;
-		if (tp[i] != '0' && i > 35 && i < 52)
-			span_nonzero = true;
-	}
-	if (!trace_nonzero || !span_nonzero)
-		return false;
-	memcpy(out, tp + 3, 32);
-	out[32] = '\0';
-	return true;
-}
-
 static const shop_rpc_method *method_find(const shop_rpc_server_config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_methods; i++)
@@ -94,14 +68,59 @@ static const shop_rpc_method *method_find(const shop_rpc_server_config *cfg, con
 	return NULL;
 }
 
+/* shop_rpc_server_handled_total{method,code} and
+ * shop_rpc_server_handling_seconds{method}, in the default registry. */
+static shop_metric_family *handled_total, *handling_seconds;
+
+static void server_metrics_init(void)
+{
+	handled_total =
+	    shop_metrics_counter(shop_metrics_default(), "shop_rpc_server_handled_total",
+				 "RPCs answered, by method and gRPC status code.", "method,code");
+	handling_seconds =
+	    shop_metrics_histogram(shop_metrics_default(), "shop_rpc_server_handling_seconds",
+				   "Time to handle a request, by method.", "method",
+				   shop_metrics_seconds_bounds, shop_metrics_seconds_n_bounds);
+}
+
+static pthread_once_t server_metrics_once = PTHREAD_ONCE_INIT;
+
+/* The series of a call answered OK exist from the start (at 0), so that
+ * /metrics lists every method and a first call shows up in rate(). */
+static void server_metrics_declare(const shop_rpc_server_config *cfg)
+{
+	pthread_once(&server_metrics_once, server_metrics_init);
+	for (size_t i = 0; i < cfg->n_methods; i++)
+		if (cfg->methods[i].name != NULL) {
+			SHOP_METRIC(handled_total, cfg->methods[i].name, "OK");
+			SHOP_METRIC(handling_seconds, cfg->methods[i].name);
+		}
+}
+
+/* method is a registered method's name or "unknown" (never the bytes a
+ * caller sent: they would make a series each). */
+static void server_metrics_record(const char *method, int code, int64_t started_us)
+{
+	pthread_once(&server_metrics_once, server_metrics_init);
+	shop_metric_inc(SHOP_METRIC(handled_total, method, shop_rpc_code_name(code)));
+	shop_metric_observe(SHOP_METRIC(handling_seconds, method),
+			    (double)(shop_now_mono_us() - started_us) / 1e6);
+}
+
 int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int worker_index,
 			   const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len)
 {
+	int64_t started_us = shop_now_mono_us();
+	const char *metric_method = "unknown";
 	Shop__V1__RpcRequest *req = NULL;
 	ProtobufCMessage *payload = NULL;
 	const shop_rpc_method *m;
 	shop_rpc_reply reply;
 	shop_rpc_call call;
+	shop_trace_ctx in_ctx, own_ctx;
+	char own_tp[SHOP_TRACEPARENT_LEN];
+	shop_span span;
+	bool traced = false, recorded = false;
 	int rv;
 
 	shop_rpc_reply_init(&reply);
@@ -119,11 +138,25 @@ int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int 
 		goto out_pack;
 	}
 	/* A malformed traceparent is not passed on: W3C says to start a new
-	 * trace rather than propagate one that does not parse. */
-	if (traceparent_trace_id(req->traceparent, call.trace_id))
-		call.traceparent = req->traceparent;
-	else
-		call.traceparent = "";
+	 * trace rather than propagate one that does not parse. A valid one
+	 * opens this call's SERVER span, child of the caller's span; handlers
+	 * get the span's own context, so the calls they make are its children,
+	 * and every line this thread logs meanwhile carries the trace id. */
+	call.traceparent = "";
+	if (shop_traceparent_parse(req->traceparent, &in_ctx) == 0) {
+		shop_trace_child(&in_ctx, &own_ctx);
+		shop_traceparent_format(&own_ctx, own_tp);
+		call.traceparent = own_tp;
+		memcpy(call.trace_id, in_ctx.trace_id, sizeof(call.trace_id));
+		traced = true;
+		shop_log_set_trace(call.trace_id);
+		if ((in_ctx.flags & 1) != 0 && shop_trace_recording()) {
+			shop_span_begin(&span, SHOP_SPAN_SERVER, req->method, in_ctx.trace_id,
+					own_ctx.span_id, in_ctx.span_id, true);
+			shop_span_tag(&span, "rpc.method", "%s", req->method);
+			recorded = true;
+		}
+	}
 	/* A negative deadline is a moment before 1970: already passed. */
 	if (req->deadline_unix_ms != 0 && req->deadline_unix_ms < shop_now_unix_ms()) {
 		SHOP_LOG_T(WARN, call.trace_id, "rpc: %.100s arrived after its deadline",
@@ -150,6 +183,7 @@ int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int 
 		}
 	}
 	call.method = m->name;
+	metric_method = m->name;
 	call.deadline_unix_ms = req->deadline_unix_ms;
 	call.caller_user_id = req->caller_user_id;
 	call.worker = worker;
@@ -157,6 +191,18 @@ int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int 
 	m->handler(cfg->app, &call, payload, &reply);
 
 out_pack:
+	server_metrics_record(metric_method, reply.code, started_us);
+	if (recorded) {
+		shop_span_tag(&span, "rpc.grpc.status_code", "%d", reply.code);
+		/* A business answer (NOT_FOUND...) is not a failure of the span. */
+		if (reply.code == SHOP_RPC_UNKNOWN || reply.code == SHOP_RPC_DEADLINE_EXCEEDED ||
+		    reply.code == SHOP_RPC_UNIMPLEMENTED || reply.code == SHOP_RPC_INTERNAL ||
+		    reply.code == SHOP_RPC_UNAVAILABLE)
+			shop_span_tag(&span, "error", "%s", shop_rpc_code_name(reply.code));
+		shop_span_finish(&span);
+	}
+	if (traced)
+		shop_log_set_trace(NULL);
 	rv = shop_rpc_reply_pack(&reply, out, out_len);
 	if (payload != NULL)
 		protobuf_c_message_free_unpacked(payload, NULL);
@@ -325,6 +371,7 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 	}
 	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0)
 		goto out_free;
+	server_metrics_declare(cfg);
 	for (int i = 0; i < cfg->workers; i++) {
 		char name[32];
 

@@ -20,8 +20,11 @@ typedef struct shop_rpc_server shop_rpc_server;
 /* What a handler knows about the call. All borrowed for the call's length. */
 typedef struct shop_rpc_call {
 	const char *method;
-	const char *traceparent; /* "" when none */
-	char trace_id[33];       /* from traceparent, "" when none */
+	/* This call's own trace context: the caller's trace id and flags with
+	 * the span id of this call's SERVER span, so that calls made with it
+	 * are that span's children; "" when no valid traceparent came. */
+	const char *traceparent;
+	char trace_id[33]; /* from traceparent, "" when none */
 	int64_t deadline_unix_ms;
 	int64_t caller_user_id;
 	void *worker;    /* what worker_init returned for this worker */

@@ -11,8 +11,11 @@
 
 #include "admin_http.h"
 #include "clock.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry_client.h"
+#include "trace.h"
 
 /* How long a stopping instance keeps taking calls after it deregistered:
  * callers refresh their registry view every 250 ms by default. */
@@ -41,6 +44,15 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 		shop_env_hostport(e, "SHOP_REDIS_ADDR", NULL, c->redis_host, sizeof(c->redis_host),
 				  &c->redis_port);
 	c->redis_timeout_ms = shop_env_int(e, "SHOP_REDIS_TIMEOUT_MS", 100, 1, 10000);
+	c->health_timeout_ms = shop_env_int(e, "SHOP_HEALTH_TIMEOUT_MS", 1000, 10, 60000);
+	c->zipkin_url = shop_env_str(e, "SHOP_ZIPKIN_URL", NULL, false);
+	if (c->zipkin_url != NULL) {
+		shop_zipkin_url u;
+
+		if (shop_zipkin_url_parse(c->zipkin_url, &u) != 0)
+			shop_env_fail(e, "SHOP_ZIPKIN_URL",
+				      "\"%.128s\" is not http://HOST[:PORT]/PATH", c->zipkin_url);
+	}
 	if (c->instance != NULL && strlen(c->instance) >= 64)
 		shop_env_fail(e, "SHOP_INSTANCE", "longer than 63 bytes");
 	if (shop_log_level_parse(c->log_level) < 0)
@@ -142,11 +154,15 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	shop_rpc_server *server = NULL;
 	shop_admin *admin = NULL;
 	shop_advertiser *adv = NULL;
+	shop_health *health = NULL;
+	shop_health_config hcfg;
 	shop_instance self;
 	sigset_t sigs;
 	int sig, rv, status = 1;
 
 	shop_log_init(c->instance, (shop_log_level)shop_log_level_parse(c->log_level), NULL);
+	if (shop_trace_start(c->zipkin_url, c->instance) != 0)
+		goto out;
 
 	/* Every thread made from here on inherits the mask; main takes the
 	 * signals with sigwait, so no handler runs on a library thread. */
@@ -174,12 +190,28 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 		goto out;
 	}
 
+	/* Readiness checks the database on a connection of its own: a worker's
+	 * may be busy for a whole call. */
+	hcfg = (shop_health_config){
+	    .pg_dsn = c->pg_dsn,
+	    .redis_host = c->redis_addr != NULL ? c->redis_host : NULL,
+	    .redis_port = c->redis_port,
+	    .timeout_ms = (int)c->health_timeout_ms,
+	    .view = c->view,
+	    .required = c->needs,
+	    .n_required = c->n_needs,
+	    .up = c->upstream,
+	};
+	if (shop_health_create(&health, &hcfg) != 0)
+		goto out_server;
 	if ((rv = shop_admin_create(&admin, c->admin_host, c->admin_port)) != 0 ||
-	    (rv = shop_admin_add(admin, "/healthz", shop_admin_healthz, NULL)) != 0 ||
+	    (rv = shop_admin_add(admin, "/healthz", shop_health_healthz, health)) != 0 ||
+	    (rv = shop_admin_add(admin, "/readyz", shop_health_readyz, health)) != 0 ||
+	    (rv = shop_admin_add(admin, "/metrics", shop_metrics_admin, NULL)) != 0 ||
 	    (rv = shop_admin_start(admin)) != 0) {
 		SHOP_LOG(ERROR, "cannot serve admin HTTP on %s:%u: %s", c->admin_host,
 			 (unsigned)c->admin_port, nng_strerror(rv));
-		goto out_server;
+		goto out_admin;
 	}
 
 	memset(&self, 0, sizeof(self));
@@ -197,6 +229,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 			 nng_strerror(rv));
 		goto out_admin;
 	}
+	shop_health_set_advertiser(health, adv);
 
 	SHOP_LOG(INFO, "%s serving %s (admin %s, weight %u, %d workers)", c->service, c->rpc_url,
 		 self.admin_url, self.weight, (int)c->workers);
@@ -207,13 +240,17 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 
 	/* Deregister first so callers stop picking us; keep serving while
 	 * their views catch up (one refresh), then finish what is in flight. */
+	shop_health_set_draining(health);
+	shop_health_set_advertiser(health, NULL);
 	shop_advertiser_destroy(adv);
 	nanosleep(&(struct timespec){0, SERVICE_DEREGISTER_WAIT_MS * 1000000L}, NULL);
 out_admin:
 	shop_admin_destroy(admin);
+	shop_health_destroy(health); /* after the handlers that read it */
 out_server:
 	shop_rpc_server_destroy(server, (int)c->drain_ms);
 out:
+	shop_trace_stop(); /* after the workers: no span is finished any more */
 	SHOP_LOG(INFO, "stopped");
 	return status;
 }

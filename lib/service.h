@@ -11,6 +11,7 @@
 #include "pg.h"
 #include "redis.h"
 #include "rpc_server.h"
+#include "upstream.h"
 
 typedef struct shop_service_config {
 	const char *service;  /* "product" */
@@ -28,7 +29,16 @@ typedef struct shop_service_config {
 	const char *redis_addr; /* SHOP_REDIS_ADDR; NULL when the service runs without */
 	char redis_host[64];
 	uint16_t redis_port;
-	int64_t redis_timeout_ms; /* SHOP_REDIS_TIMEOUT_MS */
+	int64_t redis_timeout_ms;  /* SHOP_REDIS_TIMEOUT_MS */
+	int64_t health_timeout_ms; /* SHOP_HEALTH_TIMEOUT_MS: /readyz's database check */
+	const char *zipkin_url;    /* SHOP_ZIPKIN_URL; NULL: spans are not recorded */
+	/* Set by main when the service calls others, for /readyz and /healthz
+	 * (health.h): the view, the services it needs an instance of, and the
+	 * upstream whose breakers are reported. Borrowed; NULL / 0 for none. */
+	shop_registry_view *view;
+	const char *const *needs;
+	size_t n_needs;
+	shop_upstream *upstream;
 } shop_service_config;
 
 /* Reads the common variables with this service's defaults. Errors are

@@ -14,6 +14,8 @@
 #include "balancer.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 
 #define UPSTREAM_MAX_PICK 64 /* instances of one service considered per call */
 #define UPSTREAM_POOL 32     /* nng contexts per instance connection */
@@ -49,6 +51,9 @@ typedef struct upstream_call {
 	nng_msg *retry_msg; /* a copy kept for one retry (idempotent calls) */
 	upstream_inst *inst;
 	int64_t started_us;
+	char trace_id[33]; /* "" when the call carries no trace */
+	bool traced;       /* span is this call's CLIENT span, to be recorded */
+	shop_span span;
 } upstream_call;
 
 int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const char *caller)
@@ -186,8 +191,61 @@ static bool outcome_ok(int rv, const Shop__V1__RpcResponse *resp)
 	       resp->code != SHOP_RPC_DEADLINE_EXCEEDED && resp->code != SHOP_RPC_UNKNOWN;
 }
 
+static shop_metric_family *calls_total; /* shop_rpc_client_calls_total */
+
+static void calls_metric_init(void)
+{
+	calls_total = shop_metrics_counter(
+	    shop_metrics_default(), "shop_rpc_client_calls_total",
+	    "Calls to other services, by service, instance called and outcome: ok, error (a "
+	    "business error reply), failure (transport, timeout, UNAVAILABLE, INTERNAL), rejected "
+	    "(no instance, or every breaker open; instance is empty).",
+	    "service,instance,outcome");
+}
+
+/* One attempt (a retry is another) or one call refused before any. */
+static void calls_count(const char *service, const char *instance, const char *outcome)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, calls_metric_init);
+	shop_metric_inc(SHOP_METRIC(calls_total, service, instance, outcome));
+}
+
+static const char *outcome_name(int rv, const Shop__V1__RpcResponse *resp)
+{
+	if (!outcome_ok(rv, resp))
+		return "failure";
+	return resp->code == SHOP_RPC_OK ? "ok" : "error";
+}
+
+/* Ends the call's CLIENT span, if it has one: rv is the transport's, or
+ * the reason the call never left (ENOENT, EBUSY). */
+static void call_span_end(upstream_call *call, int rv, const Shop__V1__RpcResponse *resp)
+{
+	if (!call->traced)
+		return;
+	if (call->inst != NULL)
+		snprintf(call->span.remote_service, sizeof(call->span.remote_service), "%s",
+			 call->inst->instance);
+	if (rv == NNG_ENOENT && call->inst == NULL)
+		shop_span_tag(&call->span, "error", "no instance of %s", call->service);
+	else if (rv == NNG_EBUSY && call->inst == NULL)
+		shop_span_tag(&call->span, "error", "every breaker of %s is open", call->service);
+	else if (rv != 0)
+		shop_span_tag(&call->span, "error", "%s", nng_strerror(rv));
+	if (rv == 0) {
+		shop_span_tag(&call->span, "rpc.grpc.status_code", "%d", resp->code);
+		if (!outcome_ok(rv, resp))
+			shop_span_tag(&call->span, "error", "%s", shop_rpc_code_name(resp->code));
+	}
+	shop_span_finish(&call->span);
+}
+
 static void call_finish(upstream_call *call, int rv, Shop__V1__RpcResponse *resp)
 {
+	/* Before done: a blocked caller may go on, and stop, once it ran. */
+	call_span_end(call, rv, resp);
 	call->done(call->arg, rv, resp, call->inst != NULL ? call->inst->instance : "");
 	if (call->retry_msg != NULL)
 		nng_msg_free(call->retry_msg);
@@ -204,6 +262,7 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	nng_msg *retry;
 
 	shop_breaker_record(failed->breaker, outcome_ok(rv, resp), now - call->started_us, now);
+	calls_count(call->service, failed->instance, outcome_name(rv, resp));
 	/* A transport failure of an idempotent call: once more, elsewhere,
 	 * if the deadline allows. A timeout has used the deadline up. */
 	if (rv != 0 && rv != NNG_ETIMEDOUT && call->retry_msg != NULL &&
@@ -211,8 +270,12 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	    upstream_pick(call->u, call->service, failed, &call->inst) == 0) {
 		retry = call->retry_msg;
 		call->retry_msg = NULL;
-		SHOP_LOG(DEBUG, "%s: %s failed (%s), retrying on %s", call->u->caller,
-			 failed->instance, nng_strerror(rv), call->inst->instance);
+		SHOP_LOG_T(DEBUG, call->trace_id, "%s: %s failed (%s), retrying on %s",
+			   call->u->caller, failed->instance, nng_strerror(rv),
+			   call->inst->instance);
+		if (call->traced)
+			shop_span_tag(&call->span, "retried_after", "%s: %s", failed->instance,
+				      nng_strerror(rv));
 		if (call_send(call, retry) == 0)
 			return;
 		nng_msg_free(retry);
@@ -228,8 +291,10 @@ static int call_send(upstream_call *call, nng_msg *msg)
 
 	call->started_us = shop_now_mono_us();
 	rv = shop_rpc_conn_send(call->inst->conn, msg, call->deadline_unix_ms, call_done, call);
-	if (rv != 0)
+	if (rv != 0) {
 		shop_breaker_record(call->inst->breaker, false, 0, shop_now_mono_us());
+		calls_count(call->service, call->inst->instance, "failure");
+	}
 	return rv;
 }
 
@@ -237,27 +302,48 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 		       const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 		       shop_upstream_done_fn done, void *arg)
 {
+	shop_rpc_call_opts oc = *o;
+	shop_trace_ctx parent, child;
+	char child_tp[SHOP_TRACEPARENT_LEN];
 	upstream_call *call;
 	nng_msg *msg = NULL;
 	int rv;
 
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NNG_ENOMEM;
+	/* The callee's parent is this call's CLIENT span, child of the caller's
+	 * span: a new span id in the same trace. */
+	if (o->traceparent != NULL && shop_traceparent_parse(o->traceparent, &parent) == 0) {
+		shop_trace_child(&parent, &child);
+		shop_traceparent_format(&child, child_tp);
+		oc.traceparent = child_tp;
+		memcpy(call->trace_id, parent.trace_id, sizeof(call->trace_id));
+		if ((parent.flags & 1) != 0 && shop_trace_recording()) {
+			shop_span_begin(&call->span, SHOP_SPAN_CLIENT, method, parent.trace_id,
+					child.span_id, parent.span_id, true);
+			shop_span_tag(&call->span, "rpc.service", "%s", service);
+			shop_span_tag(&call->span, "rpc.method", "%s", method);
+			call->traced = true;
+		}
+	}
 	call->u = u;
 	snprintf(call->service, sizeof(call->service), "%s", service);
 	call->done = done;
 	call->arg = arg;
 	call->deadline_unix_ms = o->deadline_unix_ms;
-	if ((rv = shop_rpc_request_pack(method, req, o, &msg)) != 0)
+	if ((rv = shop_rpc_request_pack(method, req, &oc, &msg)) != 0)
 		goto fail;
 	if (o->idempotent && (rv = nng_msg_dup(&call->retry_msg, msg)) != 0)
 		goto fail;
-	if ((rv = upstream_pick(u, service, NULL, &call->inst)) != 0)
+	if ((rv = upstream_pick(u, service, NULL, &call->inst)) != 0) {
+		calls_count(call->service, "", "rejected");
 		goto fail;
+	}
 	if ((rv = call_send(call, msg)) != 0)
 		goto fail;
 	return 0; /* call_done owns call now */
 fail:
+	call_span_end(call, rv, NULL);
 	nng_msg_free(msg);
 	if (call->retry_msg != NULL)
 		nng_msg_free(call->retry_msg);

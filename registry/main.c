@@ -17,6 +17,7 @@
 #include "admin_http.h"
 #include "clock.h"
 #include "config.h"
+#include "dashboard.h"
 #include "log.h"
 #include "registry.pb-c.h"
 #include "registry_table.h"
@@ -56,12 +57,13 @@ struct registry {
 	int nworkers;            /* started */
 	int max_parked;          /* nworkers - LOOKUP_UNPARKED */
 	int64_t lookups_from_ms; /* monotonic; the survey thread opens lookups then */
-	bool lookups_open;       /* survey thread only */
+	bool lookups_open;       /* written by the survey thread; /readyz reads it atomically */
 	pthread_t survey_thread;
 
 	pthread_mutex_t mtx; /* guards table, stopping and the lookup workers' park state */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
 	reg_table *table;
+	reg_dashboard *dash; /* GET / and /v1/breakers; created by admin_start */
 	bool stopping;
 	int nparked;
 	uint64_t park_full_answers; /* lookups answered at once for want of a context */
@@ -201,7 +203,7 @@ static void *survey_main(void *arg)
 		 * the last round heard. */
 		if (!r->lookups_open && now_ms() >= r->lookups_from_ms) {
 			lookup_open(r);
-			r->lookups_open = true;
+			__atomic_store_n(&r->lookups_open, true, __ATOMIC_RELEASE);
 		}
 
 		if ((rv = survey_send(r, ++seq)) == NNG_ECLOSED)
@@ -251,7 +253,9 @@ static void lookup_wake(registry *r, uint32_t pipe_id)
 	for (int i = 0; i < r->nworkers; i++) {
 		lookup_worker *w = &r->workers[i];
 
-		if (w->state != LW_PARK || w->woken)
+		/* held is NULL from the park's end (its callback took it) until
+		 * the state moves on: nothing to wake then. */
+		if (w->state != LW_PARK || w->woken || w->held == NULL)
 			continue;
 		if (pipe_id != 0 && (uint32_t)nng_pipe_id(nng_msg_get_pipe(w->held)) != pipe_id)
 			continue;
@@ -475,6 +479,46 @@ static int admin_metrics(void *arg, char **body, size_t *len, const char **conte
 	return admin_status(rv, content_type);
 }
 
+/* Ready once lookups are answered: until the warm-up after a start has
+ * passed, instances are still coming back and a lookup would get a table
+ * that lacks them. Liveness is the stock /healthz. */
+static int admin_readyz(void *arg, char **body, size_t *len, const char **content_type)
+{
+	registry *r = arg;
+	bool open = __atomic_load_n(&r->lookups_open, __ATOMIC_ACQUIRE);
+	char buf[160];
+	size_t count;
+	int n;
+
+	pthread_mutex_lock(&r->mtx);
+	count = reg_table_count(r->table);
+	pthread_mutex_unlock(&r->mtx);
+	n = snprintf(
+	    buf, sizeof(buf),
+	    open ? "{\"status\":\"ready\",\"checks\":{\"lookups\":\"open\",\"instances\":%zu}}"
+		 : "{\"status\":\"not_ready\",\"checks\":{\"lookups\":\"warming_up\","
+		   "\"instances\":%zu},\"reasons\":[\"warming up\"]}",
+	    count);
+	*content_type = "application/json";
+	if (n < 0 || (*body = strdup(buf)) == NULL)
+		return 500;
+	*len = (size_t)n;
+	return open ? 200 : 503;
+}
+
+/* The dashboard's view of the table (reg_dashboard_list_fn). */
+static int dashboard_instances(void *arg, shop_instance **out, size_t *n)
+{
+	registry *r = arg;
+	uint64_t revision;
+	int rv;
+
+	pthread_mutex_lock(&r->mtx);
+	rv = reg_table_lookup(r->table, NULL, out, n, &revision);
+	pthread_mutex_unlock(&r->mtx);
+	return rv;
+}
+
 /* ---- wiring ------------------------------------------------------------------------ */
 
 typedef struct registry_config {
@@ -486,12 +530,13 @@ typedef struct registry_config {
 	int misses;
 	int lookup_contexts;
 	int lookup_warmup_ms;
+	const char *scrape_extra; /* admin URLs read for the dashboard beyond the adverts' */
 	shop_log_level log_level;
 } registry_config;
 
 static int config_read(registry_config *c)
 {
-	const char *lvl;
+	const char *lvl, *why;
 	shop_env env;
 	int l;
 
@@ -510,6 +555,11 @@ static int config_read(registry_config *c)
 	 * the next survey; 100 ms of margin. */
 	c->lookup_warmup_ms = (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_WARMUP_MS",
 						c->survey_ms + 600, 0, 600000);
+	/* Callers that do not register (the gateway), for the dashboard's
+	 * breakers: "gateway=http://127.0.0.1:8080". */
+	c->scrape_extra = shop_env_str(&env, "SHOP_REGISTRY_SCRAPE_EXTRA", "", false);
+	if (reg_dashboard_extra_check(c->scrape_extra, &why) != 0)
+		shop_env_fail(&env, "SHOP_REGISTRY_SCRAPE_EXTRA", "%s", why);
 	lvl = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
 	if ((l = shop_log_level_parse(lvl)) < 0)
 		shop_env_fail(&env, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
@@ -594,13 +644,31 @@ static void lookup_open(registry *r)
 
 static int admin_start(shop_admin **out, registry *r, const registry_config *c)
 {
+	/* Reads the callers' /metrics every second while someone looks. */
+	reg_dashboard_config dc = {.extra = c->scrape_extra,
+				   .interval_ms = 1000,
+				   .timeout_ms = 500,
+				   .idle_ms = 10000,
+				   .list = dashboard_instances,
+				   .list_arg = r};
+	char self[96];
 	int rv;
 
+	snprintf(self, sizeof(self), strchr(c->admin_host, ':') ? "http://[%s]:%u" : "http://%s:%u",
+		 c->admin_host, (unsigned)c->admin_port);
+	dc.self_admin_url = self;
+	if ((rv = reg_dashboard_create(&r->dash, &dc)) != 0) {
+		SHOP_LOG(ERROR, "dashboard: %s", strerror(rv));
+		return NNG_ENOMEM;
+	}
 	if ((rv = shop_admin_create(out, c->admin_host, c->admin_port)) != 0 ||
 	    (rv = shop_admin_add(*out, "/healthz", shop_admin_healthz, NULL)) != 0 ||
+	    (rv = shop_admin_add(*out, "/readyz", admin_readyz, r)) != 0 ||
 	    (rv = shop_admin_add(*out, "/metrics", admin_metrics, r)) != 0 ||
 	    (rv = shop_admin_add(*out, "/v1/services", admin_services, r)) != 0 ||
 	    (rv = shop_admin_add(*out, "/v1/prometheus-targets", admin_prometheus, r)) != 0 ||
+	    (rv = shop_admin_add(*out, "/", reg_dashboard_page, NULL)) != 0 ||
+	    (rv = shop_admin_add(*out, "/v1/breakers", reg_dashboard_breakers, r->dash)) != 0 ||
 	    (rv = shop_admin_start(*out)) != 0)
 		SHOP_LOG(ERROR, "admin http on %s:%u (SHOP_REGISTRY_ADMIN_ADDR): %s", c->admin_host,
 			 (unsigned)c->admin_port, nng_strerror(rv));
@@ -699,6 +767,7 @@ int main(void)
 out_stop:
 	/* The admin server first: its handlers read the table. */
 	shop_admin_destroy(admin);
+	reg_dashboard_destroy(r.dash); /* its thread reads the table */
 	registry_stop(&r, thread_started);
 	reg_table_destroy(r.table);
 out_cv:

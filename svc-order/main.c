@@ -3,14 +3,22 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "order_service.h"
 #include "order_store.h"
 #include "registry_client.h"
 #include "service.h"
 #include "upstream.h"
 
+/* The product breakers' resilience4j_* lines on /metrics. */
+static char *breaker_metrics(void *products, size_t *len)
+{
+	return shop_upstream_breaker_metrics(products, len);
+}
+
 int main(void)
 {
+	static const char *const needs[] = {"product"};
 	shop_service_config cfg;
 	shop_registry_view *view = NULL;
 	shop_upstream *products = NULL;
@@ -36,8 +44,15 @@ int main(void)
 		goto out;
 	}
 	app.products = products;
+	/* /readyz: an order needs a product instance to be taken. */
+	cfg.view = view;
+	cfg.needs = needs;
+	cfg.n_needs = 1;
+	cfg.upstream = products;
+	shop_metrics_add_text(shop_metrics_default(), breaker_metrics, products);
 	status = shop_service_run(&cfg, order_methods, order_n_methods, order_migrations,
 				  order_n_migrations, &app);
+	shop_metrics_remove_text(shop_metrics_default(), breaker_metrics, products);
 out:
 	shop_upstream_destroy(products);
 	shop_registry_view_destroy(view);

@@ -9,6 +9,7 @@
 
 #include "balancer.h"
 #include "log.h"
+#include "metrics.h"
 
 /* KEYS[1]; ARGV: version, packed order, ttl (ms). */
 static const char cas_lua[] =
@@ -72,7 +73,7 @@ static void cache_key(char buf[40], int64_t id)
 	snprintf(buf, 40, "shop:order:v1:%" PRId64, id);
 }
 
-order_cache_result order_cache_get(shop_redis *r, int64_t id, Shop__V1__Order **out)
+static order_cache_result cache_lookup(shop_redis *r, int64_t id, Shop__V1__Order **out)
 {
 	const char *argv[3] = {"HGET", NULL, "b"};
 	order_cache_result res = ORDER_CACHE_BYPASS;
@@ -94,6 +95,32 @@ order_cache_result order_cache_get(shop_redis *r, int64_t id, Shop__V1__Order **
 		res = ORDER_CACHE_MISS;
 	}
 	freeReplyObject(reply);
+	return res;
+}
+
+/* shop_cache_requests_total{cache="order",result}, indexed by
+ * order_cache_result: three series, made once. */
+static shop_metric *cache_requests[3];
+
+static void cache_metrics_init(void)
+{
+	shop_metric_family *f = shop_metrics_counter(
+	    shop_metrics_default(), "shop_cache_requests_total",
+	    "Cache lookups, by cache and result: hit, miss, bypass (cache down or entry dirty).",
+	    "cache,result");
+
+	cache_requests[ORDER_CACHE_HIT] = SHOP_METRIC(f, "order", "hit");
+	cache_requests[ORDER_CACHE_MISS] = SHOP_METRIC(f, "order", "miss");
+	cache_requests[ORDER_CACHE_BYPASS] = SHOP_METRIC(f, "order", "bypass");
+}
+
+order_cache_result order_cache_get(shop_redis *r, int64_t id, Shop__V1__Order **out)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	order_cache_result res = cache_lookup(r, id, out);
+
+	pthread_once(&once, cache_metrics_init);
+	shop_metric_inc(cache_requests[res]);
 	return res;
 }
 

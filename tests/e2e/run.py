@@ -21,33 +21,45 @@ sys.dont_write_bytecode = True
 import stack  # noqa: E402
 import test_auth  # noqa: E402
 import test_bench  # noqa: E402
+import test_dashboard  # noqa: E402
 import test_errors  # noqa: E402
 import test_faults  # noqa: E402
 import test_hardening  # noqa: E402
+import test_hostile  # noqa: E402
+import test_health  # noqa: E402
 import test_lifecycle  # noqa: E402
 import test_orders  # noqa: E402
 import test_products  # noqa: E402
+import test_prometheus  # noqa: E402
 import test_registry  # noqa: E402
 import test_rpc  # noqa: E402
 import test_tokens  # noqa: E402
+import test_tracing  # noqa: E402  -- exports SHOP_ZIPKIN_URL before ./shop up
 
 CASE_TIMEOUT_S = 180
 
 # In order: the lifecycle cases bracket the rest; faults come last before down.
 CASES = (
     [test_lifecycle.test_up_starts_the_stack]
+    + test_health.CASES
     + test_products.CASES
     + test_auth.CASES
     + test_errors.CASES
     + test_hardening.CASES
+    + test_hostile.CASES
     + test_tokens.CASES
     + test_orders.CASES
     + test_rpc.CASES
+    + test_tracing.CASES
     + test_registry.CASES
+    + test_dashboard.CASES
+    + test_prometheus.CASES
     + [test_lifecycle.test_status_shows_every_instance_healthy,
        test_lifecycle.test_up_twice_is_harmless]
     + test_registry.FAULT_CASES
     + test_orders.FAULT_CASES
+    + test_hostile.FAULT_CASES
+    + test_health.FAULT_CASES
     + test_faults.FAULT_CASES
     + test_bench.CASES
     + [test_lifecycle.test_down_leaves_no_process]

@@ -81,7 +81,7 @@ static void test_auth_name_taken(void)
 
 static void test_auth_sign_up_validates(void)
 {
-	static const char *const names[] = {"", "   ", "a\x01" "b", "\xff"};
+	static const char *const names[] = {"", "   ", ("a\x01" "b"), "\xff"};
 	Shop__V1__RpcResponse *resp;
 	char long_pw[200];
 

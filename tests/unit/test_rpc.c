@@ -296,7 +296,12 @@ static void test_rpc_handle_good_call_reaches_handler(void)
 	CU_ASSERT_EQUAL(seen.calls, calls + 1);
 	CU_ASSERT_EQUAL(seen.caller_user_id, 77);
 	CU_ASSERT_STRING_EQUAL(seen.trace_id, TRACE_ID);
-	CU_ASSERT_STRING_EQUAL(seen.traceparent, TRACEPARENT);
+	/* The handler sees its SERVER span's own context: the caller's trace
+	 * and flags, a new span id (the parent of the calls it makes). */
+	CU_ASSERT_EQUAL(strlen(seen.traceparent), 55);
+	CU_ASSERT_NSTRING_EQUAL(seen.traceparent, TRACEPARENT, 36);
+	CU_ASSERT_STRING_EQUAL(seen.traceparent + 52, "-01");
+	CU_ASSERT_NSTRING_NOT_EQUAL(seen.traceparent + 36, TRACEPARENT + 36, 16);
 	CU_ASSERT_EQUAL(seen.page_size, 2);
 	CU_ASSERT_PTR_EQUAL(seen.worker, &seen);
 	CU_ASSERT_EQUAL(seen.worker_index, 7);
