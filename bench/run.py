@@ -41,8 +41,19 @@ WARMUP = 0 if SMOKE else 3
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 GW = "http://127.0.0.1:%d" % stack.GATEWAY_PORT
-NGINX_FRONT = 18980 + stack.OFFSET
-NGINX_BACK = 18981 + stack.OFFSET
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The reference's ports: free ones from the kernel, so that a leftover of
+# another run cannot collide.
+NGINX_FRONT = free_port()
+NGINX_BACK = free_port()
 INSTANCES = ["registry", "auth", "product-a", "product-b", "order", "gateway"]
 
 
