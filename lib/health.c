@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "redis.h"
 
 #define HEALTH_MAX_VIEW 128 /* instances of the view looked at for breakers */
 
@@ -132,6 +133,7 @@ static shop_check redis_check(shop_health *h, int timeout_ms)
 		h->rc = redisConnectWithTimeout(h->redis_host, h->cfg.redis_port, tv);
 		if (h->rc == NULL || h->rc->err != 0 || redisSetTimeout(h->rc, tv) != REDIS_OK)
 			goto fail;
+		shop_redis_reader_setup(h->rc->reader); /* no 16 GiB "*2147483647" */
 	}
 	reply = redisCommand(h->rc, "PING");
 	ok = reply != NULL && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0;
