@@ -12,9 +12,10 @@ test stack:
   GET /orders/{id} from PostgreSQL (X-Cache BYPASS or MISS), at once;
 - 300 slow clients dribbling bytes to the gateway are cut off by its
   request timeout while a fresh client is served at once;
-- names and bodies with invalid UTF-8, NUL, 100 000 nested brackets,
-  70-digit numbers and SQL fragments are refused with 400 or stored
-  literally, never a 5xx.
+- names and bodies with invalid UTF-8, NUL, 100 000 nested brackets (413,
+  past the 64 KiB body limit; 30 000 within it: 400), 70-digit numbers and
+  SQL fragments, and request lines that are not HTTP, are refused with a
+  4xx or stored literally, never a 5xx.
 
 Only the standard library, plus the committed protobuf stubs (gen/python)
 to build and read the RPC envelope. The SP wire protocol (nng's TCP
