@@ -75,6 +75,7 @@ typedef struct gw_req {
 	bool body_seen;               /* a first body byte arrived */
 	lws_sorted_usec_list_t limit; /* whole-body deadline, while armed */
 	bool limit_armed;
+	bool limit_passed; /* the body's deadline passed: close at its next byte */
 	gw_job *job;
 	/* the answer */
 	int status;
@@ -482,6 +483,7 @@ static void on_body_limit(lws_sorted_usec_list_t *sul)
 	gw_req *r = lws_container_of(sul, gw_req, limit);
 
 	r->limit_armed = false;
+	r->limit_passed = true;
 	SHOP_LOG_T(INFO, r->trace.trace_id, "request body not complete after %d s; closing",
 		   r->srv->cfg.request_timeout_s);
 	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
@@ -914,6 +916,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		return rc;
 	}
 	case LWS_CALLBACK_HTTP_BODY:
+		/* lws re-arms its own body timeout at every read, which can undo
+		 * the kill on_body_limit asked for when a byte comes first. */
+		if (pss->req != NULL && pss->req->limit_passed)
+			return -1;
 		if (pss->req != NULL)
 			on_body(pss->req, in, len);
 		return 0;
