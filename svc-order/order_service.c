@@ -89,6 +89,17 @@ out:
 	return got != NULL ? 0 : -1;
 }
 
+/* Orders belong to the signed-in user the gateway names; without one the
+ * call is refused (UNAUTHENTICATED, MISSING_CALLER). */
+static int has_caller(const shop_rpc_call *call, shop_rpc_reply *reply)
+{
+	if (call->caller_user_id > 0)
+		return 1;
+	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "MISSING_CALLER",
+			     "orders belong to a signed-in user");
+	return 0;
+}
+
 static const Shop__V1__Product *find_product(const Shop__V1__GetProductsResponse *p, int64_t id)
 {
 	for (size_t i = 0; i < p->n_products; i++)
@@ -131,11 +142,8 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 	int64_t existing;
 	int rv;
 
-	if (call->caller_user_id <= 0) {
-		shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "MISSING_CALLER",
-				     "orders belong to a signed-in user");
+	if (!has_caller(call, reply))
 		return;
-	}
 	if (req->n_product_ids < 1 || req->n_product_ids > ORDER_IDS_MAX) {
 		shop_rpc_reply_bad_field(reply, "product_ids", "must hold 1 to 100 ids");
 		return;
@@ -218,11 +226,8 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 	order_row o = {0};
 	int rv;
 
-	if (call->caller_user_id <= 0) {
-		shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "MISSING_CALLER",
-				     "orders belong to a signed-in user");
+	if (!has_caller(call, reply))
 		return;
-	}
 	if (req->order_id <= 0 || req->product_id <= 0) {
 		shop_rpc_reply_bad_field(reply, req->order_id <= 0 ? "order_id" : "product_id",
 				"must be a positive id");
@@ -263,11 +268,8 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 	order_row o = {0};
 	int rv;
 
-	if (call->caller_user_id <= 0) {
-		shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "MISSING_CALLER",
-				     "orders belong to a signed-in user");
+	if (!has_caller(call, reply))
 		return;
-	}
 	if (req->order_id <= 0) {
 		shop_rpc_reply_bad_field(reply, "order_id", "must be a positive id");
 		return;
