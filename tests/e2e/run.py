@@ -30,6 +30,7 @@ import test_health  # noqa: E402
 import test_lifecycle  # noqa: E402
 import test_orders  # noqa: E402
 import test_products  # noqa: E402
+import test_pyclient  # noqa: E402
 import test_prometheus  # noqa: E402
 import test_registry  # noqa: E402
 import test_rpc  # noqa: E402
@@ -50,6 +51,7 @@ CASES = (
     + test_tokens.CASES
     + test_orders.CASES
     + test_rpc.CASES
+    + test_pyclient.CASES
     + test_tracing.CASES
     + test_registry.CASES
     + test_dashboard.CASES
