@@ -36,6 +36,7 @@ struct gw_http {
 	gw_http_config cfg;
 	struct lws_context *ctx;
 	gw_bridge *bridge;
+	gw_jwt_cache *tokens; /* verified tokens (lws thread only) */
 	shop_registry_view *view;
 	shop_upstream *up;
 	gw_metrics *metrics;
@@ -97,22 +98,51 @@ typedef struct gw_pss {
 	gw_req *req;
 } gw_pss;
 
-static void random_ids(uint64_t *a, uint64_t *b, uint64_t *c)
+/* Trace and span ids need only be unlikely to collide, not secret
+ * (W3C Trace Context §3.2.2.3): xoshiro256** seeded once from getrandom,
+ * instead of a system call per request. The lws thread is its only user. */
+static uint64_t rng_s[4];
+
+static uint64_t rotl(uint64_t x, int k)
 {
-	uint64_t r[3];
+	return (x << k) | (x >> (64 - k));
+}
 
-	if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
-		/* No entropy yet (early boot): ids need only be unlikely to
-		 * collide, not secret. */
-		static uint64_t x = 0x9e3779b97f4a7c15ull;
+static uint64_t rng_next(void)
+{
+	uint64_t r = rotl(rng_s[1] * 5, 7) * 9, t = rng_s[1] << 17;
 
-		for (int i = 0; i < 3; i++) {
-			x ^= (uint64_t)shop_now_mono_us() + (uint64_t)i;
-			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-			r[i] = x;
+	rng_s[2] ^= rng_s[0];
+	rng_s[3] ^= rng_s[1];
+	rng_s[1] ^= rng_s[2];
+	rng_s[0] ^= rng_s[3];
+	rng_s[2] ^= t;
+	rng_s[3] = rotl(rng_s[3], 45);
+	return r;
+}
+
+static void rng_seed(void)
+{
+	if (getrandom(rng_s, sizeof(rng_s), 0) != (ssize_t)sizeof(rng_s)) {
+		/* No entropy source: the clock and our address still differ
+		 * between processes, which is all ids need. */
+		uint64_t x = (uint64_t)shop_now_mono_us() ^ (uint64_t)(uintptr_t)&rng_s;
+
+		for (int i = 0; i < 4; i++) {
+			x += 0x9e3779b97f4a7c15ull; /* splitmix64 */
+			uint64_t z = x;
+			z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+			z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+			rng_s[i] = z ^ (z >> 31);
 		}
 	}
-	*a = r[0], *b = r[1], *c = r[2];
+	if ((rng_s[0] | rng_s[1] | rng_s[2] | rng_s[3]) == 0)
+		rng_s[0] = 1; /* the one state xoshiro cannot leave */
+}
+
+static void random_ids(uint64_t *a, uint64_t *b, uint64_t *c)
+{
+	*a = rng_next(), *b = rng_next(), *c = rng_next();
 }
 
 static void req_free(gw_req *r)
@@ -534,8 +564,8 @@ static bool token_accepted(gw_req *r)
 	if (value != NULL && lws_hdr_copy(r->wsi, value, n + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
 		res = GW_JWT_MALFORMED;
 	else
-		res = gw_jwt_verify(&r->srv->cfg.jwt, value, shop_now_unix_ms() / 1000,
-				    &r->caller_user_id);
+		res = gw_jwt_verify_cached(r->srv->tokens, &r->srv->cfg.jwt, value,
+					   shop_now_unix_ms() / 1000, &r->caller_user_id);
 	free(value);
 	if (res == GW_JWT_OK)
 		return true;
@@ -996,6 +1026,10 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	h->up = up;
 	if (gw_metrics_create(&h->metrics) != 0)
 		goto fail;
+	/* 4096 tokens: about as many clients, at ~300 bytes each when full. */
+	if ((h->tokens = gw_jwt_cache_new(4096)) == NULL)
+		goto fail;
+	rng_seed();
 	h->protocols[0] = (struct lws_protocols){
 	    .name = "http",
 	    .callback = callback,
@@ -1055,6 +1089,7 @@ void gw_http_destroy(gw_http *h)
 	if (h->ctx != NULL)
 		lws_context_destroy(h->ctx);
 	gw_bridge_destroy(h->bridge);
+	gw_jwt_cache_free(h->tokens);
 	gw_metrics_destroy(h->metrics);
 	free(h);
 }

@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 #include <jwt.h>
+#include <sodium.h>
 
 /* HMAC-SHA256: 32 bytes, 43 base64url characters without padding. */
 #define SIG_B64_LEN 43
@@ -175,7 +176,7 @@ static int parse_subject(const cJSON *claims, int64_t *out)
 }
 
 /* The registered claims, on the payload libjwt has just verified. */
-static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id)
+static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id, int64_t *exp_out)
 {
 	const cJSON *iss = cJSON_GetObjectItemCaseSensitive(c, "iss");
 	bool has_exp, has_nbf, has_iat;
@@ -195,6 +196,7 @@ static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id)
 		return GW_JWT_BAD_ISSUER;
 	if (parse_subject(c, user_id) != 0)
 		return GW_JWT_BAD_SUBJECT;
+	*exp_out = exp;
 	return GW_JWT_OK;
 }
 
@@ -272,27 +274,24 @@ static gw_jwt_result libjwt_verify(const gw_jwt_config *cfg, const char *tok, si
 	return rv;
 }
 
-gw_jwt_result gw_jwt_verify(const gw_jwt_config *cfg, const char *authorization, int64_t now_unix,
-			    int64_t *user_id)
+/* The whole check of a token already cut out of its header value; on
+ * GW_JWT_OK, *user_id and *exp are the token's sub and exp. */
+static gw_jwt_result verify_token(const gw_jwt_config *cfg, const char *tok, size_t len,
+				  int64_t now_unix, int64_t *user_id, int64_t *exp)
 {
-	const char *tok = NULL, *seg[3];
-	size_t len = 0, seg_len[3];
+	const char *seg[3];
+	size_t seg_len[3];
 	cJSON *header = NULL, *claims = NULL;
 	int64_t id = 0;
 	gw_jwt_result rv;
 
-	*user_id = 0;
-	if ((rv = bearer_token(authorization, &tok, &len)) != GW_JWT_OK)
-		goto out;
 	/* libjwt 1.10 copies the token onto the stack: bound it first. */
-	if (len > GW_JWT_MAX_TOKEN) {
-		rv = GW_JWT_TOO_LONG;
-		goto out;
-	}
+	if (len > GW_JWT_MAX_TOKEN)
+		return GW_JWT_TOO_LONG;
 	if ((rv = split_token(tok, len, seg, seg_len)) != GW_JWT_OK)
-		goto out;
+		return rv;
 	if ((rv = segment_object(seg[0], seg_len[0], &header)) != GW_JWT_OK)
-		goto out;
+		return rv;
 	if ((rv = check_header(header)) != GW_JWT_OK)
 		goto out_header;
 	if ((rv = segment_object(seg[1], seg_len[1], &claims)) != GW_JWT_OK)
@@ -308,14 +307,129 @@ gw_jwt_result gw_jwt_verify(const gw_jwt_config *cfg, const char *authorization,
 	}
 	if ((rv = libjwt_verify(cfg, tok, len)) != GW_JWT_OK)
 		goto out_claims;
-	if ((rv = check_claims(claims, now_unix, &id)) == GW_JWT_OK)
+	if ((rv = check_claims(claims, now_unix, &id, exp)) == GW_JWT_OK)
 		*user_id = id;
 out_claims:
 	cJSON_Delete(claims);
 out_header:
 	cJSON_Delete(header);
-out:
 	return rv;
+}
+
+gw_jwt_result gw_jwt_verify(const gw_jwt_config *cfg, const char *authorization, int64_t now_unix,
+			    int64_t *user_id)
+{
+	const char *tok = NULL;
+	size_t len = 0;
+	int64_t exp;
+	gw_jwt_result rv;
+
+	*user_id = 0;
+	if ((rv = bearer_token(authorization, &tok, &len)) != GW_JWT_OK)
+		return rv;
+	return verify_token(cfg, tok, len, now_unix, user_id, &exp);
+}
+
+/* ------------------------------------------------------------ the cache */
+
+/* One token that passed every check, with what the checks found. Only exp
+ * can turn it bad later (nbf and iat were ≤ now + leeway when it passed,
+ * and time only moves on), so a hit checks exp alone. */
+struct cache_entry {
+	size_t len;
+	int64_t exp;
+	int64_t user_id;
+	char tok[]; /* len bytes, no terminator */
+};
+
+struct gw_jwt_cache {
+	unsigned char hash_key[crypto_shorthash_KEYBYTES];
+	unsigned mask;
+	struct cache_entry **slots;
+};
+
+gw_jwt_cache *gw_jwt_cache_new(unsigned slots)
+{
+	gw_jwt_cache *c;
+	unsigned n = 1;
+
+	if (slots == 0 || slots > (1u << 20) || sodium_init() < 0)
+		return NULL;
+	while (n < slots)
+		n <<= 1;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	if ((c->slots = calloc(n, sizeof(*c->slots))) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->mask = n - 1;
+	/* A secret hash key: nobody can aim tokens at one slot to evict
+	 * another user's entry on purpose. */
+	randombytes_buf(c->hash_key, sizeof(c->hash_key));
+	return c;
+}
+
+void gw_jwt_cache_free(gw_jwt_cache *c)
+{
+	if (c == NULL)
+		return;
+	for (unsigned i = 0; i <= c->mask; i++)
+		free(c->slots[i]);
+	free(c->slots);
+	free(c);
+}
+
+static struct cache_entry **cache_slot(gw_jwt_cache *c, const char *tok, size_t len)
+{
+	unsigned char h[crypto_shorthash_BYTES];
+	uint64_t v;
+
+	crypto_shorthash(h, (const unsigned char *)tok, len, c->hash_key);
+	memcpy(&v, h, sizeof(v));
+	return &c->slots[v & c->mask];
+}
+
+gw_jwt_result gw_jwt_verify_cached(gw_jwt_cache *c, const gw_jwt_config *cfg,
+				   const char *authorization, int64_t now_unix, int64_t *user_id)
+{
+	struct cache_entry **slot, *e;
+	const char *tok = NULL;
+	size_t len = 0;
+	int64_t exp = 0;
+	gw_jwt_result rv;
+
+	if (c == NULL)
+		return gw_jwt_verify(cfg, authorization, now_unix, user_id);
+	*user_id = 0;
+	if ((rv = bearer_token(authorization, &tok, &len)) != GW_JWT_OK)
+		return rv;
+	if (len > GW_JWT_CACHE_MAX_TOKEN)
+		return verify_token(cfg, tok, len, now_unix, user_id, &exp);
+	slot = cache_slot(c, tok, len);
+	e = *slot;
+	/* Compared in constant time: the timing of a miss tells nothing about
+	 * how much of a cached token a guess got right. */
+	if (e != NULL && e->len == len && sodium_memcmp(e->tok, tok, len) == 0) {
+		if (now_unix >= e->exp + GW_JWT_LEEWAY_S) {
+			free(e);
+			*slot = NULL;
+			return GW_JWT_EXPIRED;
+		}
+		*user_id = e->user_id;
+		return GW_JWT_OK;
+	}
+	if ((rv = verify_token(cfg, tok, len, now_unix, user_id, &exp)) != GW_JWT_OK)
+		return rv; /* refusals are not kept: each one is checked afresh */
+	if ((e = malloc(sizeof(*e) + len)) == NULL)
+		return GW_JWT_OK; /* verified; only not remembered */
+	e->len = len;
+	e->exp = exp;
+	e->user_id = *user_id;
+	memcpy(e->tok, tok, len);
+	free(*slot);
+	*slot = e;
+	return GW_JWT_OK;
 }
 
 const char *gw_jwt_result_str(gw_jwt_result r)

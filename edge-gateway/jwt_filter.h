@@ -63,6 +63,25 @@ typedef enum gw_jwt_result {
 gw_jwt_result gw_jwt_verify(const gw_jwt_config *cfg, const char *authorization, int64_t now_unix,
 			    int64_t *user_id);
 
+/* A cache of verified tokens, so that a client sending the same token on
+ * every request pays for its HMAC and JSON parses once: gw_jwt_verify_cached
+ * answers exactly what gw_jwt_verify answers at the same time (a cached
+ * token is still refused once exp + leeway has passed), and keeps only
+ * tokens that passed. Direct-mapped on a keyed SipHash of the token, the
+ * token compared whole in constant time; tokens over
+ * GW_JWT_CACHE_MAX_TOKEN bytes are verified every time. Not thread-safe:
+ * one cache per thread (the gateway has one, on its lws thread). The
+ * configuration must not change while a cache is in use. */
+#define GW_JWT_CACHE_MAX_TOKEN 2048
+typedef struct gw_jwt_cache gw_jwt_cache;
+
+/* slots is rounded up to a power of two; NULL on failure. */
+gw_jwt_cache *gw_jwt_cache_new(unsigned slots);
+void gw_jwt_cache_free(gw_jwt_cache *c);
+/* As gw_jwt_verify; c == NULL verifies without a cache. */
+gw_jwt_result gw_jwt_verify_cached(gw_jwt_cache *c, const gw_jwt_config *cfg,
+				   const char *authorization, int64_t now_unix, int64_t *user_id);
+
 /* A short static name of a result for the log ("expired"); never NULL. */
 const char *gw_jwt_result_str(gw_jwt_result r);
 

@@ -113,10 +113,26 @@ static const char *good_token(void)
 
 static int64_t last_id;
 
+/* Every check goes through gw_jwt_verify and twice through one cache that
+ * lives for the whole suite (a miss, then a hit when it passed): the three
+ * must agree, so each case below also proves that the cache answers what
+ * the full check answers. */
+static gw_jwt_cache *cache;
+
 static gw_jwt_result verify_header(const char *authorization)
 {
+	gw_jwt_result plain, miss, hit;
+	int64_t id_plain = 99, id_miss = 99;
+
 	last_id = 99; /* must be overwritten: 0 on refusal */
-	return gw_jwt_verify(&CFG, authorization, NOW, &last_id);
+	plain = gw_jwt_verify(&CFG, authorization, NOW, &id_plain);
+	miss = gw_jwt_verify_cached(cache, &CFG, authorization, NOW, &id_miss);
+	hit = gw_jwt_verify_cached(cache, &CFG, authorization, NOW, &last_id);
+	CU_ASSERT_EQUAL(plain, miss);
+	CU_ASSERT_EQUAL(plain, hit);
+	CU_ASSERT_EQUAL(id_plain, id_miss);
+	CU_ASSERT_EQUAL(id_plain, last_id);
+	return hit;
 }
 
 static gw_jwt_result verify(const char *tok)
@@ -704,9 +720,52 @@ static void test_jwt_401_problems_have_codes_and_texts(void)
 	CU_ASSERT_EQUAL(p.retry_after, 0);
 }
 
+/* A cached token is refused once exp + leeway has passed, as the full
+ * check would; the entry goes, and a later check starts over. */
+static void test_jwt_cache_honours_exp_after_caching(void)
+{
+	gw_jwt_cache *c = gw_jwt_cache_new(4);
+	const char *h = fmt("Bearer %s", token(GOOD_HEADER, claims("5", NOW, NOW + 100)));
+	const char *other = fmt("Bearer %s", token(GOOD_HEADER, claims("6", NOW, NOW + 100)));
+	int64_t id = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, h, NOW, &id), GW_JWT_OK);
+	CU_ASSERT_EQUAL(id, 5);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, h, NOW + 100 + GW_JWT_LEEWAY_S - 1, &id),
+			GW_JWT_OK);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, h, NOW + 100 + GW_JWT_LEEWAY_S, &id),
+			GW_JWT_EXPIRED);
+	CU_ASSERT_EQUAL(id, 0);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, h, NOW, &id), GW_JWT_OK);
+	/* Many tokens through 4 slots: each still gets its own user id. */
+	for (int i = 0; i < 50; i++) {
+		CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, i % 2 ? h : other, NOW, &id),
+				GW_JWT_OK);
+		CU_ASSERT_EQUAL(id, i % 2 ? 5 : 6);
+	}
+	/* The cached token with its last character changed is not a hit. */
+	char *forged = keep(strdup(h));
+	char *last = forged + strlen(forged) - 1;
+	*last = *last == 'A' ? 'B' : 'A';
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, forged, NOW, &id), GW_JWT_BAD_SIGNATURE);
+	CU_ASSERT_EQUAL(id, 0);
+	gw_jwt_cache_free(c);
+	CU_ASSERT_PTR_NULL(gw_jwt_cache_new(0));
+	drop_all();
+}
+
 static void test_jwt_setup(void)
 {
 	CU_ASSERT_FATAL(sodium_init() >= 0);
+	cache = gw_jwt_cache_new(64);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+}
+
+static void test_jwt_teardown(void)
+{
+	gw_jwt_cache_free(cache);
+	cache = NULL;
 }
 
 SHOP_TEST_MAIN(
@@ -742,4 +801,6 @@ SHOP_TEST_MAIN(
      test_jwt_every_route_but_auth_and_health_needs_a_token},
     {"path tricks land on protected routes or nowhere",
      test_jwt_path_tricks_land_on_protected_routes_or_nowhere},
-    {"401 problems have codes and texts", test_jwt_401_problems_have_codes_and_texts})
+    {"401 problems have codes and texts", test_jwt_401_problems_have_codes_and_texts},
+    {"cache honours exp after caching", test_jwt_cache_honours_exp_after_caching},
+    {"free the suite's cache", test_jwt_teardown})
