@@ -49,38 +49,36 @@ static void fmt_i64(char buf[24], int64_t v)
 }
 
 /* Reads order id (of user_id, or anyone's when 0) with its items into out,
- * inside or outside a transaction. */
+ * inside or outside a transaction: one statement, one row per item (one
+ * row with NULL item columns for an order without items). */
 static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 {
 	char sid[24], suser[24];
 	const char *params[2] = {sid, suser};
-	PGresult *head = NULL, *items = NULL;
+	PGresult *res;
 	size_t n, strings = 0, off = 0;
 	int rv = ORDER_STORE_DOWN;
 
 	memset(out, 0, sizeof(*out));
 	fmt_i64(sid, id);
 	fmt_i64(suser, user_id);
-	head = shop_pg_query(pg,
-			     "SELECT id, user_id, total_supply_price, version, " TS("created_at") ", " TS(
-				     "updated_at") " FROM orders WHERE id = $1 AND ($2 = 0 OR user_id = $2)",
-			     2, params, NULL);
-	if (head == NULL)
-		goto out;
-	if (PQntuples(head) != 1) {
+	res = shop_pg_query(pg,
+			    "SELECT o.id, o.user_id, o.total_supply_price, o.version, " TS(
+				"o.created_at") ", " TS("o.updated_at") ", i.product_id, i.name, "
+									"i.supply_price "
+			    "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id "
+			    "WHERE o.id = $1 AND ($2 = 0 OR o.user_id = $2) ORDER BY i.position",
+			    2, params, NULL);
+	if (res == NULL)
+		return ORDER_STORE_DOWN;
+	if (PQntuples(res) == 0) {
 		rv = ORDER_STORE_NOT_FOUND;
 		goto out;
 	}
-	items = shop_pg_query(pg,
-			      "SELECT product_id, name, supply_price FROM order_items "
-			      "WHERE order_id = $1 ORDER BY position",
-			      1, params, NULL);
-	if (items == NULL)
-		goto out;
-	n = (size_t)PQntuples(items);
-	strings = strlen(PQgetvalue(head, 0, 4)) + strlen(PQgetvalue(head, 0, 5)) + 2;
+	n = PQgetisnull(res, 0, 6) ? 0 : (size_t)PQntuples(res);
+	strings = strlen(PQgetvalue(res, 0, 4)) + strlen(PQgetvalue(res, 0, 5)) + 2;
 	for (size_t i = 0; i < n; i++)
-		strings += strlen(PQgetvalue(items, (int)i, 1)) + 1;
+		strings += strlen(PQgetvalue(res, (int)i, 7)) + 1;
 	if ((out->strings = malloc(strings)) == NULL ||
 	    (n > 0 && ((out->items = calloc(n, sizeof(*out->items))) == NULL ||
 		       (out->item_ptrs = calloc(n, sizeof(*out->item_ptrs))) == NULL))) {
@@ -88,13 +86,13 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 		goto out;
 	}
 	shop__v1__order__init(&out->msg);
-	out->msg.id = strtoll(PQgetvalue(head, 0, 0), NULL, 10);
-	out->msg.user_id = strtoll(PQgetvalue(head, 0, 1), NULL, 10);
-	out->msg.total_supply_price = strtoll(PQgetvalue(head, 0, 2), NULL, 10);
-	out->version = strtoll(PQgetvalue(head, 0, 3), NULL, 10);
+	out->msg.id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	out->msg.user_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	out->msg.total_supply_price = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	out->version = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
 	for (int col = 4; col <= 5; col++) {
 		char *dst = out->strings + off;
-		strcpy(dst, PQgetvalue(head, 0, col));
+		strcpy(dst, PQgetvalue(res, 0, col));
 		off += strlen(dst) + 1;
 		if (col == 4)
 			out->msg.created_at = dst;
@@ -105,20 +103,83 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 		Shop__V1__OrderItem *it = &out->items[i];
 		char *dst = out->strings + off;
 		shop__v1__order_item__init(it);
-		it->product_id = strtoll(PQgetvalue(items, (int)i, 0), NULL, 10);
-		strcpy(dst, PQgetvalue(items, (int)i, 1));
+		it->product_id = strtoll(PQgetvalue(res, (int)i, 6), NULL, 10);
+		strcpy(dst, PQgetvalue(res, (int)i, 7));
 		off += strlen(dst) + 1;
 		it->name = dst;
-		it->supply_price = strtoll(PQgetvalue(items, (int)i, 2), NULL, 10);
+		it->supply_price = strtoll(PQgetvalue(res, (int)i, 8), NULL, 10);
 		out->item_ptrs[i] = it;
 	}
 	out->msg.n_items = n;
 	out->msg.items = out->item_ptrs;
 	rv = ORDER_STORE_OK;
 out:
-	PQclear(items);
-	PQclear(head);
+	PQclear(res);
 	return rv;
+}
+
+/* Growing text for array literals; NULL data after a failed allocation. */
+typedef struct text_buf {
+	char *data;
+	size_t len, cap;
+} text_buf;
+
+static void tb_put(text_buf *b, const char *s, size_t n)
+{
+	if (b->data == NULL && b->cap != 0)
+		return; /* an allocation failed earlier */
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 64;
+		char *d;
+
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		if ((d = realloc(b->data, cap)) == NULL) {
+			free(b->data);
+			b->data = NULL;
+			b->cap = 1;
+			return;
+		}
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+/* The items as three PostgreSQL array literals: bigint[], text[] (each
+ * element double-quoted, with " and \ escaped) and bigint[]. 0 or -1. */
+static int items_arrays(const order_item_in *items, size_t n, text_buf *ids, text_buf *names,
+			text_buf *prices)
+{
+	char num[24];
+
+	tb_put(ids, "{", 1);
+	tb_put(names, "{", 1);
+	tb_put(prices, "{", 1);
+	for (size_t i = 0; i < n; i++) {
+		const char *sep = i > 0 ? "," : "";
+
+		fmt_i64(num, items[i].product_id);
+		tb_put(ids, sep, strlen(sep));
+		tb_put(ids, num, strlen(num));
+		fmt_i64(num, items[i].supply_price);
+		tb_put(prices, sep, strlen(sep));
+		tb_put(prices, num, strlen(num));
+		tb_put(names, sep, strlen(sep));
+		tb_put(names, "\"", 1);
+		for (const char *c = items[i].name; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				tb_put(names, "\\", 1);
+			tb_put(names, c, 1);
+		}
+		tb_put(names, "\"", 1);
+	}
+	tb_put(ids, "}", 1);
+	tb_put(names, "}", 1);
+	tb_put(prices, "}", 1);
+	return ids->data != NULL && names->data != NULL && prices->data != NULL ? 0 : -1;
 }
 
 int order_store_get(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
@@ -186,6 +247,47 @@ static int insert_items(shop_pg *pg, int64_t id, int first, const order_item_in 
 	return ORDER_STORE_OK;
 }
 
+/* An order without an idempotency key: the order, its items and its total
+ * in one statement (atomic on its own; one round trip), then loaded. */
+static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items, size_t n,
+			order_row *out)
+{
+	char suser[24];
+	text_buf ids = {0}, names = {0}, prices = {0};
+	const char *params[4];
+	PGresult *res = NULL;
+	int64_t id;
+	int rv = ORDER_STORE_DOWN;
+
+	fmt_i64(suser, user_id);
+	if (items_arrays(items, n, &ids, &names, &prices) != 0)
+		goto out;
+	params[0] = suser;
+	params[1] = ids.data;
+	params[2] = names.data;
+	params[3] = prices.data;
+	res = shop_pg_query(
+	    pg,
+	    "WITH t AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
+	    "WITH ORDINALITY AS t(product_id, name, supply_price, pos)), "
+	    "o AS (INSERT INTO orders (user_id, total_supply_price) "
+	    "SELECT $1, coalesce(sum(supply_price), 0) FROM t RETURNING id), "
+	    "i AS (INSERT INTO order_items (order_id, position, product_id, name, supply_price) "
+	    "SELECT o.id, t.pos - 1, t.product_id, t.name, t.supply_price FROM o, t) "
+	    "SELECT id FROM o",
+	    4, params, NULL);
+	if (res == NULL || PQntuples(res) != 1)
+		goto out;
+	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	rv = load(pg, user_id, id, out);
+out:
+	PQclear(res);
+	free(ids.data);
+	free(names.data);
+	free(prices.data);
+	return rv;
+}
+
 int order_store_create(shop_pg *pg, int64_t user_id, const order_item_in *items, size_t n,
 		       const char *key, const char *request, order_row *out)
 {
@@ -195,6 +297,8 @@ int order_store_create(shop_pg *pg, int64_t user_id, const order_item_in *items,
 	int64_t id, existing;
 	int rv;
 
+	if (key == NULL)
+		return create_plain(pg, user_id, items, n, out);
 	fmt_i64(suser, user_id);
 	if (shop_pg_exec(pg, "BEGIN") != 0)
 		return ORDER_STORE_DOWN;
@@ -207,29 +311,27 @@ int order_store_create(shop_pg *pg, int64_t user_id, const order_item_in *items,
 	fmt_i64(sid, id);
 	if ((rv = insert_items(pg, id, 0, items, n)) != ORDER_STORE_OK)
 		goto fail;
-	if (key != NULL) {
-		/* The key's primary key serialises concurrent creates: the
-		 * second waits for the first to commit, then fails with a
-		 * unique violation and answers the first's order. */
-		params[1] = key;
-		params[2] = request;
-		res = shop_pg_query(pg,
-				    "INSERT INTO idempotency_keys (user_id, key, request, order_id) "
-				    "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO UPDATE SET "
-				    "request = EXCLUDED.request, order_id = EXCLUDED.order_id, "
-				    "created_at = now() WHERE idempotency_keys.created_at < "
-				    "now() - interval '24 hours' RETURNING order_id",
-				    4, params, sqlstate);
-		if (res == NULL)
-			goto fail;
-		if (PQntuples(res) == 0) { /* a live key: someone else's order */
-			PQclear(res);
-			shop_pg_exec(pg, "ROLLBACK");
-			rv = order_store_find_key(pg, user_id, key, request, &existing);
-			return rv == ORDER_STORE_OK ? load(pg, user_id, existing, out) : rv;
-		}
+	/* The key's primary key serialises concurrent creates: the second
+	 * waits for the first to commit, then fails with a unique violation
+	 * and answers the first's order. */
+	params[1] = key;
+	params[2] = request;
+	res = shop_pg_query(pg,
+			    "INSERT INTO idempotency_keys (user_id, key, request, order_id) "
+			    "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO UPDATE SET "
+			    "request = EXCLUDED.request, order_id = EXCLUDED.order_id, "
+			    "created_at = now() WHERE idempotency_keys.created_at < "
+			    "now() - interval '24 hours' RETURNING order_id",
+			    4, params, sqlstate);
+	if (res == NULL)
+		goto fail;
+	if (PQntuples(res) == 0) { /* a live key: someone else's order */
 		PQclear(res);
+		shop_pg_exec(pg, "ROLLBACK");
+		rv = order_store_find_key(pg, user_id, key, request, &existing);
+		return rv == ORDER_STORE_OK ? load(pg, user_id, existing, out) : rv;
 	}
+	PQclear(res);
 	if (shop_pg_exec(pg, "COMMIT") != 0)
 		goto fail;
 	return load(pg, user_id, id, out);
