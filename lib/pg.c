@@ -26,12 +26,27 @@
 /* pg_advisory_lock key held while migrating: "shopmigr" as 8 bytes. */
 #define PG_MIGRATE_LOCK_KEY "8316866587013065074"
 
+/* Statements with parameters are prepared once per connection and then
+ * executed by name: the server parses and plans them once, not at every
+ * call. Looked up by the SQL's address (callers pass string literals),
+ * confirmed by its text, so a caller that reuses one buffer for other SQL
+ * only misses. A full table means the new statement runs unprepared. */
+#define PG_PREPARED_MAX 64
+
+struct pg_prepared {
+	const char *sql_addr; /* the caller's pointer, for the lookup */
+	char *sql;            /* our copy, to confirm the text */
+	unsigned long gen;    /* the connection it was prepared on */
+};
+
 struct shop_pg {
 	char *dsn;
 	PGconn *conn;      /* NULL when the last connect failed */
 	unsigned long gen; /* bumped by every successful connect */
 	bool in_tx;        /* the server last said: inside a transaction */
 	bool tx_lost;      /* the connection died inside one: see above */
+	struct pg_prepared prepared[PG_PREPARED_MAX];
+	int n_prepared;
 };
 
 /* Routes server notices (and the FATAL a server sends before it drops an
@@ -197,10 +212,61 @@ void shop_pg_destroy(shop_pg *pg)
 	if (pg == NULL)
 		return;
 	PQfinish(pg->conn);
+	for (int i = 0; i < pg->n_prepared; i++)
+		free(pg->prepared[i].sql);
 	/* The DSN may hold a password: do not leave it in freed memory. */
 	explicit_bzero(pg->dsn, strlen(pg->dsn));
 	free(pg->dsn);
 	free(pg);
+}
+
+/* Index of sql's prepared statement on the current connection: found, or
+ * prepared now; -1 to run it unprepared (no room, or the prepare failed —
+ * inside a failed transaction, say — and then the plain run reports). */
+static int pg_prepared_index(shop_pg *pg, const char *sql, int nparams)
+{
+	struct pg_prepared *p;
+	char name[24];
+	PGresult *res;
+	int i;
+
+	for (i = 0; i < pg->n_prepared; i++) {
+		p = &pg->prepared[i];
+		if (p->sql_addr == sql && strcmp(p->sql, sql) == 0)
+			break;
+	}
+	if (i < pg->n_prepared && pg->prepared[i].gen == pg->gen)
+		return i;
+	if (i == pg->n_prepared) {
+		if (pg->n_prepared == PG_PREPARED_MAX)
+			return -1;
+		if ((pg->prepared[i].sql = strdup(sql)) == NULL)
+			return -1;
+		pg->prepared[i].sql_addr = sql;
+		pg->prepared[i].gen = 0; /* never prepared yet */
+		pg->n_prepared++;
+	}
+	snprintf(name, sizeof(name), "shop_%d", i);
+	res = PQprepare(pg->conn, name, sql, nparams, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		PQclear(res);
+		return -1;
+	}
+	PQclear(res);
+	pg->prepared[i].gen = pg->gen;
+	return i;
+}
+
+static PGresult *pg_exec_params(shop_pg *pg, const char *sql, int nparams,
+				const char *const *params)
+{
+	char name[24];
+	int i;
+
+	if (nparams == 0 || (i = pg_prepared_index(pg, sql, nparams)) < 0)
+		return PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	snprintf(name, sizeof(name), "shop_%d", i);
+	return PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
 }
 
 PGresult *shop_pg_query(shop_pg *pg, const char *sql, int nparams, const char *const *params,
@@ -227,7 +293,7 @@ PGresult *shop_pg_query(shop_pg *pg, const char *sql, int nparams, const char *c
 	if (!alive && pg_connect(pg) != 0)
 		return NULL;
 
-	res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	res = pg_exec_params(pg, sql, nparams, params);
 	pg_after(pg);
 	st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
