@@ -61,7 +61,12 @@ struct registry {
 	pthread_t survey_thread;
 
 	pthread_mutex_t mtx; /* guards table, stopping and the lookup workers' park state */
-	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
+	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop and on a new pipe */
+	/* A pipe connected since the last round began: survey it now rather
+	 * than at the next tick, so that a starting instance joins in tens of
+	 * milliseconds. At most one such early round per interval (under mtx). */
+	bool survey_soon;
+	bool early_used;
 	reg_table *table;
 	reg_dashboard *dash; /* GET / and /v1/breakers; created by admin_start */
 	bool stopping;
@@ -123,6 +128,8 @@ static void on_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 			if (reg_table_pipe_add(r->table, nng_pipe_id(p)) != 0)
 				SHOP_LOG(WARN, "out of memory: answers on pipe %d will be ignored",
 					 nng_pipe_id(p));
+			r->survey_soon = true;
+			pthread_cond_signal(&r->cv);
 		} else if (ev == NNG_PIPE_EV_REM_POST) {
 			reg_table_pipe_remove(r->table, (uint32_t)nng_pipe_id(p));
 		}
@@ -224,8 +231,24 @@ static void *survey_main(void *arg)
 		tick.tv_sec += r->survey_ms / 1000 + tick.tv_nsec / 1000000000L;
 		tick.tv_nsec %= 1000000000L;
 		pthread_mutex_lock(&r->mtx);
-		while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mtx, &tick) != ETIMEDOUT)
+		rv = 0;
+		while (!r->stopping && !(r->survey_soon && !r->early_used) &&
+		       (rv = pthread_cond_timedwait(&r->cv, &r->mtx, &tick)) != ETIMEDOUT)
 			;
+		/* A regular tick allows one early round again; an early round
+		 * uses it up and leaves the schedule as it was. */
+		if (rv == ETIMEDOUT) {
+			r->early_used = false;
+		} else if (r->survey_soon && !r->early_used) {
+			r->early_used = true;
+			tick.tv_nsec -= (long)(r->survey_ms % 1000) * 1000000L;
+			tick.tv_sec -= r->survey_ms / 1000;
+			if (tick.tv_nsec < 0) {
+				tick.tv_nsec += 1000000000L;
+				tick.tv_sec--;
+			}
+		}
+		r->survey_soon = false;
 		pthread_mutex_unlock(&r->mtx);
 		/* Fell behind (a stalled machine): restart the schedule from now
 		 * rather than firing a burst of catch-up surveys. */
