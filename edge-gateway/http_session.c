@@ -123,7 +123,7 @@ static uint64_t rng_next(void)
 
 static void rng_seed(void)
 {
-	if (getrandom(rng_s, sizeof(rng_s), 0) != (ssize_t)sizeof(rng_s)) {
+	if (getrandom(rng_s, sizeof(rng_s), GRND_NONBLOCK) != (ssize_t)sizeof(rng_s)) {
 		/* No entropy source: the clock and our address still differ
 		 * between processes, which is all ids need. */
 		uint64_t x = (uint64_t)shop_now_mono_us() ^ (uint64_t)(uintptr_t)&rng_s;

@@ -176,7 +176,8 @@ static int parse_subject(const cJSON *claims, int64_t *out)
 }
 
 /* The registered claims, on the payload libjwt has just verified. */
-static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id, int64_t *exp_out)
+static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id, int64_t *exp_out,
+				  int64_t *not_before_out)
 {
 	const cJSON *iss = cJSON_GetObjectItemCaseSensitive(c, "iss");
 	bool has_exp, has_nbf, has_iat;
@@ -197,6 +198,13 @@ static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id,
 	if (parse_subject(c, user_id) != 0)
 		return GW_JWT_BAD_SUBJECT;
 	*exp_out = exp;
+	/* The latest of nbf and iat: a check made with a clock set back
+	 * later must refuse what this one would. */
+	*not_before_out = INT64_MIN;
+	if (has_nbf)
+		*not_before_out = nbf;
+	if (has_iat && iat > *not_before_out)
+		*not_before_out = iat;
 	return GW_JWT_OK;
 }
 
@@ -275,9 +283,10 @@ static gw_jwt_result libjwt_verify(const gw_jwt_config *cfg, const char *tok, si
 }
 
 /* The whole check of a token already cut out of its header value; on
- * GW_JWT_OK, *user_id and *exp are the token's sub and exp. */
+ * GW_JWT_OK, *user_id and *exp are the token's sub and exp, *not_before
+ * the latest of its nbf and iat (INT64_MIN without either). */
 static gw_jwt_result verify_token(const gw_jwt_config *cfg, const char *tok, size_t len,
-				  int64_t now_unix, int64_t *user_id, int64_t *exp)
+				  int64_t now_unix, int64_t *user_id, int64_t *exp, int64_t *not_before)
 {
 	const char *seg[3];
 	size_t seg_len[3];
@@ -307,7 +316,7 @@ static gw_jwt_result verify_token(const gw_jwt_config *cfg, const char *tok, siz
 	}
 	if ((rv = libjwt_verify(cfg, tok, len)) != GW_JWT_OK)
 		goto out_claims;
-	if ((rv = check_claims(claims, now_unix, &id, exp)) == GW_JWT_OK)
+	if ((rv = check_claims(claims, now_unix, &id, exp, not_before)) == GW_JWT_OK)
 		*user_id = id;
 out_claims:
 	cJSON_Delete(claims);
@@ -321,23 +330,24 @@ gw_jwt_result gw_jwt_verify(const gw_jwt_config *cfg, const char *authorization,
 {
 	const char *tok = NULL;
 	size_t len = 0;
-	int64_t exp;
+	int64_t exp, not_before;
 	gw_jwt_result rv;
 
 	*user_id = 0;
 	if ((rv = bearer_token(authorization, &tok, &len)) != GW_JWT_OK)
 		return rv;
-	return verify_token(cfg, tok, len, now_unix, user_id, &exp);
+	return verify_token(cfg, tok, len, now_unix, user_id, &exp, &not_before);
 }
 
 /* ------------------------------------------------------------ the cache */
 
-/* One token that passed every check, with what the checks found. Only exp
- * can turn it bad later (nbf and iat were ≤ now + leeway when it passed,
- * and time only moves on), so a hit checks exp alone. */
+/* One token that passed every check, with what the checks found. Only the
+ * time claims can turn it bad later: exp as time passes, nbf and iat if the
+ * clock is set back; a hit checks both. */
 struct cache_entry {
 	size_t len;
 	int64_t exp;
+	int64_t not_before; /* max(nbf, iat); INT64_MIN without either */
 	int64_t user_id;
 	char tok[]; /* len bytes, no terminator */
 };
@@ -396,7 +406,7 @@ gw_jwt_result gw_jwt_verify_cached(gw_jwt_cache *c, const gw_jwt_config *cfg,
 	struct cache_entry **slot, *e;
 	const char *tok = NULL;
 	size_t len = 0;
-	int64_t exp = 0;
+	int64_t exp = 0, not_before = INT64_MIN;
 	gw_jwt_result rv;
 
 	if (c == NULL)
@@ -405,7 +415,7 @@ gw_jwt_result gw_jwt_verify_cached(gw_jwt_cache *c, const gw_jwt_config *cfg,
 	if ((rv = bearer_token(authorization, &tok, &len)) != GW_JWT_OK)
 		return rv;
 	if (len > GW_JWT_CACHE_MAX_TOKEN)
-		return verify_token(cfg, tok, len, now_unix, user_id, &exp);
+		return verify_token(cfg, tok, len, now_unix, user_id, &exp, &not_before);
 	slot = cache_slot(c, tok, len);
 	e = *slot;
 	/* Compared in constant time: the timing of a miss tells nothing about
@@ -416,15 +426,18 @@ gw_jwt_result gw_jwt_verify_cached(gw_jwt_cache *c, const gw_jwt_config *cfg,
 			*slot = NULL;
 			return GW_JWT_EXPIRED;
 		}
+		if (e->not_before != INT64_MIN && e->not_before > now_unix + GW_JWT_LEEWAY_S)
+			return GW_JWT_NOT_YET_VALID;
 		*user_id = e->user_id;
 		return GW_JWT_OK;
 	}
-	if ((rv = verify_token(cfg, tok, len, now_unix, user_id, &exp)) != GW_JWT_OK)
+	if ((rv = verify_token(cfg, tok, len, now_unix, user_id, &exp, &not_before)) != GW_JWT_OK)
 		return rv; /* refusals are not kept: each one is checked afresh */
 	if ((e = malloc(sizeof(*e) + len)) == NULL)
 		return GW_JWT_OK; /* verified; only not remembered */
 	e->len = len;
 	e->exp = exp;
+	e->not_before = not_before;
 	e->user_id = *user_id;
 	memcpy(e->tok, tok, len);
 	free(*slot);

@@ -36,7 +36,8 @@
 struct pg_prepared {
 	const char *sql_addr; /* the caller's pointer, for the lookup */
 	char *sql;            /* our copy, to confirm the text */
-	unsigned long gen;    /* the connection it was prepared on */
+	unsigned long gen;    /* the connection it was prepared on; 0: not prepared */
+	unsigned serial;      /* in its name: a stale statement is prepared anew under another */
 };
 
 struct shop_pg {
@@ -220,13 +221,18 @@ void shop_pg_destroy(shop_pg *pg)
 	free(pg);
 }
 
+static void pg_prepared_name(const struct pg_prepared *p, int i, char name[32])
+{
+	snprintf(name, 32, "shop_%d_%u", i, p->serial);
+}
+
 /* Index of sql's prepared statement on the current connection: found, or
  * prepared now; -1 to run it unprepared (no room, or the prepare failed —
- * inside a failed transaction, say — and then the plain run reports). */
+ * then the plain run reports the error). */
 static int pg_prepared_index(shop_pg *pg, const char *sql, int nparams)
 {
 	struct pg_prepared *p;
-	char name[24];
+	char name[32];
 	PGresult *res;
 	int i;
 
@@ -238,34 +244,76 @@ static int pg_prepared_index(shop_pg *pg, const char *sql, int nparams)
 	if (i < pg->n_prepared && pg->prepared[i].gen == pg->gen)
 		return i;
 	if (i == pg->n_prepared) {
-		if (pg->n_prepared == PG_PREPARED_MAX)
+		if (pg->n_prepared == PG_PREPARED_MAX) {
+			static bool told;
+			if (!told) {
+				told = true;
+				SHOP_LOG(WARN, "pg: %d statements prepared; more run unprepared",
+					 PG_PREPARED_MAX);
+			}
 			return -1;
+		}
 		if ((pg->prepared[i].sql = strdup(sql)) == NULL)
 			return -1;
 		pg->prepared[i].sql_addr = sql;
-		pg->prepared[i].gen = 0; /* never prepared yet */
+		pg->prepared[i].gen = 0;
+		pg->prepared[i].serial = 0;
 		pg->n_prepared++;
 	}
-	snprintf(name, sizeof(name), "shop_%d", i);
+	p = &pg->prepared[i];
+	pg_prepared_name(p, i, name);
 	res = PQprepare(pg->conn, name, sql, nparams, NULL);
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		/* The name may now exist half-made (never: a failed Parse
+		 * creates nothing); the next try uses another anyway. */
+		p->serial++;
 		PQclear(res);
 		return -1;
 	}
 	PQclear(res);
-	pg->prepared[i].gen = pg->gen;
+	p->gen = pg->gen;
 	return i;
+}
+
+/* A prepared statement the server no longer runs as prepared: its plan's
+ * result type changed under it (0A000, "cached plan must not change result
+ * type", after a migration altered a table) or it is gone (26000). */
+static bool pg_prepared_stale(const PGresult *res)
+{
+	const char *st;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR)
+		return false;
+	st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	return st != NULL && (strcmp(st, "0A000") == 0 || strcmp(st, "26000") == 0);
 }
 
 static PGresult *pg_exec_params(shop_pg *pg, const char *sql, int nparams,
 				const char *const *params)
 {
-	char name[24];
+	bool in_tx = pg->in_tx;
+	char name[32];
+	PGresult *res;
 	int i;
 
 	if (nparams == 0 || (i = pg_prepared_index(pg, sql, nparams)) < 0)
 		return PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	snprintf(name, sizeof(name), "shop_%d", i);
+	pg_prepared_name(&pg->prepared[i], i, name);
+	res = PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
+	if (!pg_prepared_stale(res))
+		return res;
+	/* Prepared anew, under another name, at its next use. The server
+	 * raised this before running anything: outside a transaction it is
+	 * safe to run the statement once more now; inside one the
+	 * transaction has failed and the caller sees the error. */
+	pg->prepared[i].gen = 0;
+	pg->prepared[i].serial++;
+	if (in_tx)
+		return res;
+	PQclear(res);
+	if ((i = pg_prepared_index(pg, sql, nparams)) < 0)
+		return PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	pg_prepared_name(&pg->prepared[i], i, name);
 	return PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
 }
 

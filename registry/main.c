@@ -194,6 +194,7 @@ static void *survey_main(void *arg)
 	uint32_t last_bad_pipe = 0;
 	struct timespec tick;
 	uint64_t seq = 0;
+	bool early = false; /* this round is an early one (a new pipe's) */
 	nng_msg *msg;
 	int rv;
 
@@ -204,7 +205,12 @@ static void *survey_main(void *arg)
 			pthread_mutex_unlock(&r->mtx);
 			break;
 		}
-		reg_table_survey_begin(r->table);
+		/* Only regular rounds count misses: an instance is dropped after
+		 * SHOP_REGISTRY_MISSES regular surveys, never sooner because
+		 * peers connected meanwhile. An early round's answers count as
+		 * answers. */
+		if (!early)
+			reg_table_survey_begin(r->table);
 		pthread_mutex_unlock(&r->mtx);
 		/* Between rounds, so that the first answer holds everything
 		 * the last round heard. */
@@ -227,6 +233,12 @@ static void *survey_main(void *arg)
 		if (rv == NNG_ECLOSED)
 			break;
 
+		/* The next regular round: one period after the last regular
+		 * one began, or, after an early round (which overran that
+		 * tick), one period after the early round ended, so that
+		 * regular rounds are never closer than a period. */
+		if (early)
+			clock_gettime(CLOCK_MONOTONIC, &tick);
 		tick.tv_nsec += (long)(r->survey_ms % 1000) * 1000000L;
 		tick.tv_sec += r->survey_ms / 1000 + tick.tv_nsec / 1000000000L;
 		tick.tv_nsec %= 1000000000L;
@@ -236,17 +248,13 @@ static void *survey_main(void *arg)
 		       (rv = pthread_cond_timedwait(&r->cv, &r->mtx, &tick)) != ETIMEDOUT)
 			;
 		/* A regular tick allows one early round again; an early round
-		 * uses it up and leaves the schedule as it was. */
+		 * uses it up (the regular round after it is placed above). */
+		early = false;
 		if (rv == ETIMEDOUT) {
 			r->early_used = false;
 		} else if (r->survey_soon && !r->early_used) {
 			r->early_used = true;
-			tick.tv_nsec -= (long)(r->survey_ms % 1000) * 1000000L;
-			tick.tv_sec -= r->survey_ms / 1000;
-			if (tick.tv_nsec < 0) {
-				tick.tv_nsec += 1000000000L;
-				tick.tv_sec--;
-			}
+			early = true;
 		}
 		r->survey_soon = false;
 		pthread_mutex_unlock(&r->mtx);

@@ -67,7 +67,7 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 				"o.created_at") ", " TS("o.updated_at") ", i.product_id, i.name, "
 									"i.supply_price "
 			    "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id "
-			    "WHERE o.id = $1 AND ($2 = 0 OR o.user_id = $2) ORDER BY i.position",
+			    "WHERE o.id = $1 AND ($2::bigint = 0 OR o.user_id = $2) ORDER BY i.position",
 			    2, params, NULL);
 	if (res == NULL)
 		return ORDER_STORE_DOWN;

@@ -210,7 +210,50 @@ static void test_pg_lost_transaction_fails_until_rollback(void)
 	shop_pg_destroy(pg);
 }
 
+/* Statements with parameters run prepared; when a table changes under a
+ * prepared statement (a migration on a running service), the server refuses
+ * its old plan (0A000) and the statement is prepared anew and run again,
+ * outside a transaction at once; inside one the transaction fails. */
+static void test_pg_prepared_statement_survives_a_table_change(void)
+{
+	static const char *const SELECT = "SELECT * FROM shop_it_prep WHERE id = $1";
+	const char *params[1] = {"1"};
+	shop_pg *pg, *other;
+	PGresult *res;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(dsn());
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pg = shop_pg_create(dsn()));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(other = shop_pg_create(dsn()));
+	CU_ASSERT_EQUAL(shop_pg_exec(other, "DROP TABLE IF EXISTS shop_it_prep"), 0);
+	CU_ASSERT_EQUAL(shop_pg_exec(other, "CREATE TABLE shop_it_prep (id int, a text)"), 0);
+	CU_ASSERT_EQUAL_FATAL(shop_pg_exec(other, "INSERT INTO shop_it_prep VALUES (1, 'x')"), 0);
+	for (int round = 0; round < 2; round++) {
+		res = shop_pg_query(pg, SELECT, 1, params, NULL);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+		CU_ASSERT_EQUAL(PQnfields(res), 2);
+		PQclear(res);
+	}
+	CU_ASSERT_EQUAL(shop_pg_exec(other, "ALTER TABLE shop_it_prep ADD COLUMN b text"), 0);
+	res = shop_pg_query(pg, SELECT, 1, params, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+	CU_ASSERT_EQUAL(PQnfields(res), 3);
+	PQclear(res);
+	CU_ASSERT_EQUAL(shop_pg_exec(other, "ALTER TABLE shop_it_prep ADD COLUMN c text"), 0);
+	CU_ASSERT_EQUAL(shop_pg_exec(pg, "BEGIN"), 0);
+	CU_ASSERT_PTR_NULL(shop_pg_query(pg, SELECT, 1, params, NULL));
+	CU_ASSERT_EQUAL(shop_pg_exec(pg, "ROLLBACK"), 0);
+	res = shop_pg_query(pg, SELECT, 1, params, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+	CU_ASSERT_EQUAL(PQnfields(res), 4);
+	PQclear(res);
+	CU_ASSERT_EQUAL(shop_pg_exec(other, "DROP TABLE shop_it_prep"), 0);
+	shop_pg_destroy(other);
+	shop_pg_destroy(pg);
+}
+
 SHOP_TEST_MAIN("pg", {"SHOP_TEST_PG_DSN is set", test_pg_dsn_is_set},
+	       {"a prepared statement survives a table change",
+		test_pg_prepared_statement_survives_a_table_change},
 	       {"parameterised query round trip", test_pg_parameterised_round_trip},
 	       {"unreachable server fails with empty sqlstate",
 		test_pg_unreachable_server_fails_with_empty_sqlstate},

@@ -744,6 +744,15 @@ static void test_jwt_cache_honours_exp_after_caching(void)
 				GW_JWT_OK);
 		CU_ASSERT_EQUAL(id, i % 2 ? 5 : 6);
 	}
+	/* A clock set back: the full check refuses a token whose iat is
+	 * then in the future, and so does the cache. */
+	const char *later = fmt("Bearer %s", token(GOOD_HEADER, claims("8", NOW + 30, NOW + 300)));
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, later, NOW, &id), GW_JWT_OK);
+	CU_ASSERT_EQUAL(gw_jwt_verify(&CFG, later, NOW - 100, &id), GW_JWT_NOT_YET_VALID);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, later, NOW - 100, &id), GW_JWT_NOT_YET_VALID);
+	CU_ASSERT_EQUAL(id, 0);
+	CU_ASSERT_EQUAL(gw_jwt_verify_cached(c, &CFG, later, NOW, &id), GW_JWT_OK);
+	CU_ASSERT_EQUAL(id, 8);
 	/* The cached token with its last character changed is not a hit. */
 	char *forged = keep(strdup(h));
 	char *last = forged + strlen(forged) - 1;
