@@ -28,6 +28,7 @@ import test_hardening  # noqa: E402
 import test_hostile  # noqa: E402
 import test_health  # noqa: E402
 import test_lifecycle  # noqa: E402
+import test_openapi  # noqa: E402
 import test_orders  # noqa: E402
 import test_products  # noqa: E402
 import test_pyclient  # noqa: E402
@@ -43,6 +44,7 @@ CASE_TIMEOUT_S = 180
 CASES = (
     [test_lifecycle.test_up_starts_the_stack]
     + test_health.CASES
+    + test_openapi.CASES
     + test_products.CASES
     + test_auth.CASES
     + test_errors.CASES

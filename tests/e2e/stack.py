@@ -159,10 +159,14 @@ def request(method, path, body=None, headers=None, port=None, timeout=10, conn=N
         conn.request(method, path, body=body, headers=hdrs)
         r = conn.getresponse()
         data = r.read()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+        resp = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
     finally:
         if own:
             conn.close()
+    if conn.port == GATEWAY_PORT:
+        import openapi  # every answer of the gateway against docs/openapi.yaml
+        openapi.check_answer(method, path, resp.status, resp.headers, resp.body)
+    return resp
 
 
 def raw_request(data, port=None, timeout=10):
@@ -188,6 +192,9 @@ def raw_request(data, port=None, timeout=10):
     finally:
         s.close()
     m = re.match(rb"HTTP/1\.[01] (\d{3})", reply)
+    if m and (port or GATEWAY_PORT) == GATEWAY_PORT:
+        import openapi  # a whole answer to a well-formed request: against docs/openapi.yaml
+        openapi.check_raw(data, reply)
     return (int(m.group(1)) if m else None), reply
 
 
