@@ -201,6 +201,89 @@ def rss_kib(pid):
     return 0
 
 
+def pss_kib(pid):
+    """Proportional set size: shared pages divided among their users, so
+    that the sum over processes counts each page once."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def user_of(token):
+    import base64
+    payload = token.split(".")[1]
+    payload += "=" * (-len(payload) % 4)
+    return int(json.loads(base64.urlsafe_b64decode(payload))["sub"])
+
+
+def rpcbench(port, method, payload, user_id):
+    """One service method called straight over nng (bench/rpcbench), 64 in
+    flight: what the service serves without the gateway."""
+    build = os.environ.get("SHOP_BUILD") or os.path.join(ROOT, "build")
+    binary = os.path.join(build, "bench", "rpcbench")
+    if not os.access(binary, os.X_OK):
+        return None
+    out = subprocess.run([binary, "tcp://127.0.0.1:%d" % port, method, payload.hex(), str(CONNS),
+                          str(SECONDS), str(user_id)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=SECONDS + 60).stdout.decode()
+    m = re.search(r"calls/s (\d+)\s+p50 (\d+) us\s+p99 (\d+) us\s+ok (\d+)\s+failed (\d+)", out)
+    if not m:
+        return {"raw": out}
+    return {"rps": float(m.group(1)), "p50_ms": int(m.group(2)) / 1000,
+            "p99_ms": int(m.group(3)) / 1000, "ok": int(m.group(4)), "failed": int(m.group(5))}
+
+
+def argon2_rate(seconds):
+    """Argon2id verifications per second with THREADS threads, at svc-auth's
+    parameters (t=2, m=19456 KiB: SHOP_ARGON2_T, SHOP_ARGON2_M_KIB), through
+    libsodium as svc-auth calls it: the ceiling of sign-ins per second."""
+    import ctypes
+    import threading
+    try:
+        lib = ctypes.CDLL("libsodium.so.23")
+    except OSError:
+        return None
+    if lib.sodium_init() < 0:
+        return None
+    lib.crypto_pwhash_str_alg.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong,
+                                          ctypes.c_ulonglong, ctypes.c_size_t, ctypes.c_int]
+    lib.crypto_pwhash_str_verify.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong]
+    out = ctypes.create_string_buffer(128)
+    pw = b"bench-password"
+    if lib.crypto_pwhash_str_alg(out, pw, len(pw), 2, 19456 * 1024, 2) != 0:  # ARGON2ID13
+        return None
+    stored = out.value
+    done = [0] * THREADS
+    until = time.monotonic() + seconds
+
+    def work(i):
+        while time.monotonic() < until:
+            if lib.crypto_pwhash_str_verify(stored, pw, len(pw)) == 0:
+                done[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / seconds
+
+
 def pgbench_tps():
     env = stack.stack_env()
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
@@ -276,8 +359,21 @@ def main():
             rows.append((label, got, ref))
     finally:
         nginx_stop(work, conf)
+    uid = user_of(token)
+    direct = [
+        ("GetOrder (cache hit)", stack.RPC_PORTS["order"], "/shop.v1.OrderService/GetOrder",
+         b"\x08" + varint(oid), uid, True),
+        ("ListProducts page_size=10", stack.RPC_PORTS["product-a"],
+         "/shop.v1.ProductService/ListProducts", b"\x08\x0a", uid, True),
+        ("unknown method (nng + dispatch)", stack.RPC_PORTS["order"],
+         "/shop.v1.OrderService/Bench", b"", uid, False),
+    ]
+    direct_rows = [(label, rpcbench(port, m, payload, u), want_ok)
+                   for label, port, m, payload, u, want_ok in direct]
+    argon2 = argon2_rate(1 if SMOKE else 3)
     tps, pg_out = pgbench_tps()
     rss = {n: rss_kib(stack.pid_of(n) or 0) for n in INSTANCES}
+    pss = {n: pss_kib(stack.pid_of(n) or 0) for n in INSTANCES}
     up_s = up_time()
     shutil.rmtree(work, ignore_errors=True)
 
@@ -297,9 +393,24 @@ def main():
                                                                  % CONNS, tps, post["rps"] / tps))
     else:
         print("pgbench: failed:\n" + pg_out[-500:])
+    sign = [g for l, g, _ in rows if l.startswith("POST /auth/sign-in")][0]
+    ok_signins = (sign["requests"] - sign["errors"]) / SECONDS
+    print("%-34s %10s   (sign-ins answered 2xx through the gateway: %.0f/s)" % (
+        "Argon2id verifies/s, %d threads" % THREADS,
+        "%.0f" % argon2 if argon2 else "-", ok_signins))
+    print("services alone over nng (bench/rpcbench, %d in flight, no gateway):" % CONNS)
+    for label, got, want_ok in direct_rows:
+        if got is None or "rps" not in got:
+            print("  %-32s failed: %s" % (label, (got or {}).get("raw", "no bench/rpcbench")[-200:]))
+            continue
+        calls = got["rps"] if want_ok else (got["ok"] + got["failed"]) / SECONDS
+        print("  %-32s %10.0f calls/s  p50 %.2f ms  p99 %.2f ms%s" % (
+            label, calls, got["p50_ms"], got["p99_ms"],
+            "" if want_ok else "  (answered UNIMPLEMENTED: no handler runs)"))
     total = sum(rss.values())
-    print("resident memory: " + ", ".join("%s %.1f MiB" % (n, k / 1024) for n, k in rss.items()) +
-          "; total %.1f MiB" % (total / 1024))
+    print("resident memory (RSS): " + ", ".join("%s %.1f MiB" % (n, k / 1024) for n, k in rss.items()) +
+          "; sum %.1f MiB" % (total / 1024))
+    print("together (PSS: shared library pages counted once): %.1f MiB" % (sum(pss.values()) / 1024))
     print("./shop up to ready (warm build, existing database): %.2f s" % up_s)
     bad = [l for l, g, _ in rows if g["requests"] == 0]
     if bad:
