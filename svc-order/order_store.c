@@ -48,6 +48,47 @@ static void fmt_i64(char buf[24], int64_t v)
 	snprintf(buf, 24, "%" PRId64, v);
 }
 
+/* Fills out from an order's values and its items, copying every string
+ * into one block. ORDER_STORE_OK, or ORDER_STORE_DOWN when out of memory
+ * (out is then empty). */
+static int row_build(order_row *out, int64_t id, int64_t user_id, int64_t total, int64_t version,
+		     const char *created, const char *updated, const order_item_in *items, size_t n)
+{
+	size_t strings = strlen(created) + strlen(updated) + 2, off = 0;
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < n; i++)
+		strings += strlen(items[i].name) + 1;
+	if ((out->strings = malloc(strings)) == NULL ||
+	    (n > 0 && ((out->items = calloc(n, sizeof(*out->items))) == NULL ||
+		       (out->item_ptrs = calloc(n, sizeof(*out->item_ptrs))) == NULL))) {
+		order_store_order_fini(out);
+		return ORDER_STORE_DOWN;
+	}
+	shop__v1__order__init(&out->msg);
+	out->msg.id = id;
+	out->msg.user_id = user_id;
+	out->msg.total_supply_price = total;
+	out->version = version;
+	out->msg.created_at = strcpy(out->strings + off, created);
+	off += strlen(created) + 1;
+	out->msg.updated_at = strcpy(out->strings + off, updated);
+	off += strlen(updated) + 1;
+	for (size_t i = 0; i < n; i++) {
+		Shop__V1__OrderItem *it = &out->items[i];
+
+		shop__v1__order_item__init(it);
+		it->product_id = items[i].product_id;
+		it->name = strcpy(out->strings + off, items[i].name);
+		off += strlen(items[i].name) + 1;
+		it->supply_price = items[i].supply_price;
+		out->item_ptrs[i] = it;
+	}
+	out->msg.n_items = n;
+	out->msg.items = out->item_ptrs;
+	return ORDER_STORE_OK;
+}
+
 /* Reads order id (of user_id, or anyone's when 0) with its items into out,
  * inside or outside a transaction: one statement, one row per item (one
  * row with NULL item columns for an order without items). */
@@ -55,8 +96,9 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 {
 	char sid[24], suser[24];
 	const char *params[2] = {sid, suser};
+	order_item_in *items = NULL;
 	PGresult *res;
-	size_t n, strings = 0, off = 0;
+	size_t n;
 	int rv = ORDER_STORE_DOWN;
 
 	memset(out, 0, sizeof(*out));
@@ -67,7 +109,8 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 				"o.created_at") ", " TS("o.updated_at") ", i.product_id, i.name, "
 									"i.supply_price "
 			    "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id "
-			    "WHERE o.id = $1 AND ($2::bigint = 0 OR o.user_id = $2) ORDER BY i.position",
+			    "WHERE o.id = $1 AND ($2::bigint = 0 OR o.user_id = $2) "
+			    "ORDER BY i.position",
 			    2, params, NULL);
 	if (res == NULL)
 		return ORDER_STORE_DOWN;
@@ -76,44 +119,20 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 		goto out;
 	}
 	n = PQgetisnull(res, 0, 6) ? 0 : (size_t)PQntuples(res);
-	strings = strlen(PQgetvalue(res, 0, 4)) + strlen(PQgetvalue(res, 0, 5)) + 2;
-	for (size_t i = 0; i < n; i++)
-		strings += strlen(PQgetvalue(res, (int)i, 7)) + 1;
-	if ((out->strings = malloc(strings)) == NULL ||
-	    (n > 0 && ((out->items = calloc(n, sizeof(*out->items))) == NULL ||
-		       (out->item_ptrs = calloc(n, sizeof(*out->item_ptrs))) == NULL))) {
-		order_store_order_fini(out);
+	if (n > 0 && (items = calloc(n, sizeof(*items))) == NULL)
 		goto out;
-	}
-	shop__v1__order__init(&out->msg);
-	out->msg.id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	out->msg.user_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-	out->msg.total_supply_price = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-	out->version = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
-	for (int col = 4; col <= 5; col++) {
-		char *dst = out->strings + off;
-		strcpy(dst, PQgetvalue(res, 0, col));
-		off += strlen(dst) + 1;
-		if (col == 4)
-			out->msg.created_at = dst;
-		else
-			out->msg.updated_at = dst;
-	}
 	for (size_t i = 0; i < n; i++) {
-		Shop__V1__OrderItem *it = &out->items[i];
-		char *dst = out->strings + off;
-		shop__v1__order_item__init(it);
-		it->product_id = strtoll(PQgetvalue(res, (int)i, 6), NULL, 10);
-		strcpy(dst, PQgetvalue(res, (int)i, 7));
-		off += strlen(dst) + 1;
-		it->name = dst;
-		it->supply_price = strtoll(PQgetvalue(res, (int)i, 8), NULL, 10);
-		out->item_ptrs[i] = it;
+		items[i].product_id = strtoll(PQgetvalue(res, (int)i, 6), NULL, 10);
+		items[i].name = PQgetvalue(res, (int)i, 7); /* copied by row_build */
+		items[i].supply_price = strtoll(PQgetvalue(res, (int)i, 8), NULL, 10);
 	}
-	out->msg.n_items = n;
-	out->msg.items = out->item_ptrs;
-	rv = ORDER_STORE_OK;
+	rv = row_build(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 2), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 3), NULL, 10), PQgetvalue(res, 0, 4),
+		       PQgetvalue(res, 0, 5), items, n);
 out:
+	free(items);
 	PQclear(res);
 	return rv;
 }
@@ -248,7 +267,9 @@ static int insert_items(shop_pg *pg, int64_t id, int first, const order_item_in 
 }
 
 /* An order without an idempotency key: the order, its items and its total
- * in one statement (atomic on its own; one round trip), then loaded. */
+ * in one statement (atomic on its own; one round trip). The answer is the
+ * order's row as inserted (its DB-computed total, version and times) with
+ * the items exactly as they were inserted. */
 static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items, size_t n,
 			order_row *out)
 {
@@ -256,7 +277,6 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 	text_buf ids = {0}, names = {0}, prices = {0};
 	const char *params[4];
 	PGresult *res = NULL;
-	int64_t id;
 	int rv = ORDER_STORE_DOWN;
 
 	fmt_i64(suser, user_id);
@@ -271,15 +291,20 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 	    "WITH t AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
 	    "WITH ORDINALITY AS t(product_id, name, supply_price, pos)), "
 	    "o AS (INSERT INTO orders (user_id, total_supply_price) "
-	    "SELECT $1, coalesce(sum(supply_price), 0) FROM t RETURNING id), "
+	    "SELECT $1, coalesce(sum(supply_price), 0) FROM t "
+	    "RETURNING id, user_id, total_supply_price, version, created_at, updated_at), "
 	    "i AS (INSERT INTO order_items (order_id, position, product_id, name, supply_price) "
 	    "SELECT o.id, t.pos - 1, t.product_id, t.name, t.supply_price FROM o, t) "
-	    "SELECT id FROM o",
+	    "SELECT id, user_id, total_supply_price, version, " TS("created_at") ", " TS(
+		"updated_at") " FROM o",
 	    4, params, NULL);
 	if (res == NULL || PQntuples(res) != 1)
 		goto out;
-	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	rv = load(pg, user_id, id, out);
+	rv = row_build(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 2), NULL, 10),
+		       strtoll(PQgetvalue(res, 0, 3), NULL, 10), PQgetvalue(res, 0, 4),
+		       PQgetvalue(res, 0, 5), items, n);
 out:
 	PQclear(res);
 	free(ids.data);
