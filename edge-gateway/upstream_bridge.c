@@ -74,7 +74,7 @@ static void on_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *
 {
 	gw_job *job = arg;
 	gw_bridge *b = job->bridge;
-	bool free_it = false;
+	bool free_it = false, wake = false;
 
 	pthread_mutex_lock(&b->mu);
 	job->rv = rv;
@@ -85,6 +85,10 @@ static void on_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *
 	} else {
 		job->state = JOB_QUEUED;
 		job->next = NULL;
+		/* Only the first job of an empty queue wakes the lws thread:
+		 * its drain takes the whole queue, with any job queued behind
+		 * this one before it runs. */
+		wake = b->head == NULL;
 		if (b->tail != NULL)
 			b->tail->next = job;
 		else
@@ -94,7 +98,7 @@ static void on_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *
 	pthread_mutex_unlock(&b->mu);
 	if (free_it)
 		job_free(job);
-	else
+	else if (wake)
 		lws_cancel_service(b->ctx);
 }
 
