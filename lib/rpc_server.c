@@ -45,7 +45,12 @@ struct srv_worker {
 	nng_ctx ctx;
 	nng_aio *aio; /* no callback: the worker waits on it */
 	nng_thread *thr;
-	enum worker_state state; /* under s->mtx */
+	/* A lock of its own, so that workers never wait on each other's
+	 * (one shared lock was taken four times per request by each). */
+	nng_mtx *mtx;
+	enum worker_state state; /* under mtx */
+	bool stopping;           /* under mtx */
+	bool done;               /* under s->mtx: left its loop, worker_fini done */
 };
 
 struct shop_rpc_server {
@@ -53,7 +58,7 @@ struct shop_rpc_server {
 	nng_socket sock;
 	bool sock_open;
 	nng_mtx *mtx;
-	nng_cv *cv; /* signalled when a worker reaches WORKER_DONE */
+	nng_cv *cv; /* signalled when a worker sets its done flag */
 	bool stopping;
 	int n_workers; /* workers whose ctx and aio exist */
 	int n_threads; /* workers whose thread runs */
@@ -279,20 +284,20 @@ static void worker_main(void *arg)
 		/* The flag check and the receive are one step under the lock,
 		 * so destroy either sees WORKER_RECV and cancels the receive,
 		 * or this worker sees the flag. */
-		nng_mtx_lock(s->mtx);
-		if (s->stopping) {
-			nng_mtx_unlock(s->mtx);
+		nng_mtx_lock(w->mtx);
+		if (w->stopping) {
+			nng_mtx_unlock(w->mtx);
 			break;
 		}
 		w->state = WORKER_RECV;
 		nng_aio_set_timeout(w->aio, NNG_DURATION_INFINITE);
 		nng_ctx_recv(w->ctx, w->aio);
-		nng_mtx_unlock(s->mtx);
+		nng_mtx_unlock(w->mtx);
 
 		nng_aio_wait(w->aio);
-		nng_mtx_lock(s->mtx);
+		nng_mtx_lock(w->mtx);
 		w->state = WORKER_BUSY;
-		nng_mtx_unlock(s->mtx);
+		nng_mtx_unlock(w->mtx);
 
 		rv = nng_aio_result(w->aio);
 		if (rv == NNG_ECLOSED)
@@ -310,10 +315,29 @@ static void worker_main(void *arg)
 	}
 	if (s->cfg.worker_fini != NULL)
 		s->cfg.worker_fini(s->cfg.app, state);
-	nng_mtx_lock(s->mtx);
+	nng_mtx_lock(w->mtx);
 	w->state = WORKER_DONE;
+	nng_mtx_unlock(w->mtx);
+	nng_mtx_lock(s->mtx);
+	w->done = true;
 	nng_cv_wake(s->cv);
 	nng_mtx_unlock(s->mtx);
+}
+
+/* Tells every running worker to stop, and cancels the receive of those
+ * waiting for a request: each either sees its flag before its next
+ * receive, or is in it and is cancelled. */
+static void workers_stop(shop_rpc_server *s)
+{
+	for (int i = 0; i < s->n_threads; i++) {
+		struct srv_worker *w = &s->workers[i];
+
+		nng_mtx_lock(w->mtx);
+		w->stopping = true;
+		if (w->state == WORKER_RECV)
+			nng_aio_cancel(w->aio);
+		nng_mtx_unlock(w->mtx);
+	}
 }
 
 /* Closes the socket, joins the threads and frees everything; the caller
@@ -324,8 +348,10 @@ static void server_free(shop_rpc_server *s)
 		nng_close(s->sock); /* fails pending receives and sends: ECLOSED */
 	for (int i = 0; i < s->n_threads; i++)
 		nng_thread_destroy(s->workers[i].thr); /* joins */
-	for (int i = 0; i < s->n_workers; i++)
+	for (int i = 0; i < s->n_workers; i++) {
 		nng_aio_free(s->workers[i].aio);
+		nng_mtx_free(s->workers[i].mtx);
+	}
 	free(s->workers);
 	if (s->cv != NULL)
 		nng_cv_free(s->cv);
@@ -367,6 +393,10 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 			goto out_free;
 		if ((rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0)
 			goto out_free;
+		if ((rv = nng_mtx_alloc(&w->mtx)) != 0) {
+			nng_aio_free(w->aio);
+			goto out_free;
+		}
 		s->n_workers++;
 	}
 	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0)
@@ -389,6 +419,7 @@ out_stop:
 	nng_mtx_lock(s->mtx);
 	s->stopping = true;
 	nng_mtx_unlock(s->mtx);
+	workers_stop(s);
 out_free:
 	SHOP_LOG(ERROR, "rpc: server on %s not started: %s", cfg->url, nng_strerror(rv));
 	server_free(s);
@@ -406,15 +437,15 @@ void shop_rpc_server_destroy(shop_rpc_server *s, int grace_ms)
 	 * calls in flight. */
 	nng_mtx_lock(s->mtx);
 	s->stopping = true;
-	for (int i = 0; i < s->n_threads; i++)
-		if (s->workers[i].state == WORKER_RECV)
-			nng_aio_cancel(s->workers[i].aio);
+	nng_mtx_unlock(s->mtx);
+	workers_stop(s);
+	nng_mtx_lock(s->mtx);
 	until = nng_clock() + (nng_time)(grace_ms > 0 ? grace_ms : 0);
 	for (;;) {
 		int done = 0;
 
 		for (int i = 0; i < s->n_threads; i++)
-			done += s->workers[i].state == WORKER_DONE;
+			done += s->workers[i].done;
 		if (done == s->n_threads || nng_cv_until(s->cv, until) == NNG_ETIMEDOUT)
 			break;
 	}
