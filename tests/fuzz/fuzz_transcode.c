@@ -5,9 +5,10 @@
  *
  * Input: byte 0 picks the direction (bit 7) and the route (the rest); the
  * other bytes are a request body, or a serialized message. Besides "no
- * sanitizer report", one property is checked: a body that transcodes prints
+ * sanitizer report", two properties are checked: a body that transcodes prints
  * back to JSON that transcodes to the same message (same packed bytes), so
- * that what the gateway forwards is what the client meant. */
+ * that what the gateway forwards is what the client meant; and the direct
+ * JSON writer prints byte for byte what cJSON prints of the message's tree. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,12 +70,19 @@ out:
 static void message_to_json(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len)
 {
 	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, in);
-	char *text;
+	char *text, *want;
+	cJSON *tree;
 
 	if (m == NULL)
 		return;
 	if ((text = gw_message_to_json_text(m)) == NULL)
 		abort(); /* only out of memory may fail, and the fuzzer has memory */
+	/* The direct writer must print exactly what cJSON prints of the tree. */
+	tree = gw_message_to_json(m);
+	if (tree == NULL || (want = cJSON_PrintUnformatted(tree)) == NULL || strcmp(text, want) != 0)
+		abort();
+	free(want);
+	cJSON_Delete(tree);
 	free(text);
 	protobuf_c_message_free_unpacked(m, NULL);
 }

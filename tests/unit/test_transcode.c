@@ -9,6 +9,7 @@
 #include "order.pb-c.h"
 #include "product.pb-c.h"
 #include "registry.pb-c.h"
+#include "rpc.pb-c.h"
 #include "transcode.h"
 
 static ProtobufCMessage *from(const char *json, const ProtobufCMessageDescriptor *d,
@@ -242,6 +243,59 @@ static void test_transcode_writes_nested_and_int64_exactly(void)
 	free(text);
 }
 
+/* The direct writer prints exactly what cJSON prints of the tree. */
+static void expect_same_text(const ProtobufCMessage *m)
+{
+	cJSON *tree = gw_message_to_json(m);
+	char *want = tree != NULL ? cJSON_PrintUnformatted(tree) : NULL;
+	char *got = gw_message_to_json_text(m);
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+	CU_ASSERT_STRING_EQUAL(got, want);
+	free(got);
+	free(want);
+	cJSON_Delete(tree);
+}
+
+static void test_transcode_direct_writer_prints_what_cjson_prints(void)
+{
+	char every[256];
+	Shop__V1__OrderItem a = SHOP__V1__ORDER_ITEM__INIT, b = SHOP__V1__ORDER_ITEM__INIT;
+	Shop__V1__OrderItem *items[2] = {&a, &b};
+	Shop__V1__Order o = SHOP__V1__ORDER__INIT;
+	Shop__V1__ListProductsResponse empty = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+	Shop__V1__RpcResponse resp = SHOP__V1__RPC_RESPONSE__INIT;
+	uint8_t raw[5] = {0, 0xff, 0x10, 'a', 0x80};
+
+	for (int i = 1; i < 256; i++)
+		every[i - 1] = (char)i; /* every byte but NUL, control characters included */
+	every[255] = '\0';
+	a.product_id = INT64_MIN;
+	a.name = every;
+	a.supply_price = -1;
+	b.product_id = 0;
+	b.name = "";
+	o.id = INT64_MAX;
+	o.user_id = 1;
+	o.n_items = 2;
+	o.items = items;
+	o.created_at = "\xea\xb9\x80 \"\\ \x7f";
+	expect_same_text(&o.base);
+	expect_same_text(&a.base);
+	expect_same_text(&empty.base);
+	resp.code = -7;
+	resp.message = "\t\b\f\r\n\x01\x1f";
+	resp.payload.data = raw;
+	resp.payload.len = sizeof(raw);
+	resp.reason = "R";
+	expect_same_text(&resp.base);
+	resp.payload.len = 1;
+	expect_same_text(&resp.base);
+	resp.payload.len = 0;
+	expect_same_text(&resp.base);
+}
+
 static void test_transcode_round_trip(void)
 {
 	const char *json = "{\"user_id\":5,\"name\":\"\xea\xb9\x80\",\"access_token\":\"t\","
@@ -290,4 +344,6 @@ SHOP_TEST_MAIN("transcode", {"reads a product request", test_transcode_reads_a_p
 	       {"writes every field", test_transcode_writes_every_field},
 	       {"writes nested and int64 exactly", test_transcode_writes_nested_and_int64_exactly},
 	       {"round trip", test_transcode_round_trip},
+	       {"the direct writer prints what cJSON prints",
+		test_transcode_direct_writer_prints_what_cjson_prints},
 	       {"sets and gets by name", test_transcode_sets_and_gets_by_name})
