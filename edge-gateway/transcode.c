@@ -772,18 +772,21 @@ cJSON *gw_message_to_json(const ProtobufCMessage *msg)
 			for (size_t k = 0; k < n; k++) {
 				cJSON *e = value_json(f, arr + k * esz);
 
-				if (e == NULL) {
+				if (e == NULL || !cJSON_AddItemToArray(v, e)) {
+					cJSON_Delete(e);
 					cJSON_Delete(v);
 					goto oom;
 				}
-				cJSON_AddItemToArray(v, e);
 			}
 		} else {
 			v = value_json(f, base + f->offset);
 		}
 		if (v == NULL)
 			goto oom;
-		cJSON_AddItemToObject(obj, f->name, v);
+		if (!cJSON_AddItemToObject(obj, f->name, v)) {
+			cJSON_Delete(v);
+			goto oom;
+		}
 	}
 	return obj;
 oom:
@@ -1004,7 +1007,7 @@ static void jb_message(jbuf *b, const ProtobufCMessage *msg)
 			size_t esz = elem_size(f->type);
 
 			jb_put(b, "[", 1);
-			for (size_t k = 0; k < n; k++) {
+			for (size_t k = 0; k < n && !b->oom; k++) {
 				if (k > 0)
 					jb_put(b, ",", 1);
 				jb_value(b, f, arr + k * esz);

@@ -84,13 +84,13 @@ static void pg_log_conn_error(PGconn *conn, const char *what)
 
 static int pg_connect(shop_pg *pg)
 {
-	/* Keywords are applied in order and a later one wins, so the DSN
-	 * (expanded from "dbname") overrides these defaults. UTF8 whatever
-	 * PGCLIENTENCODING or the server's default says: every string the
-	 * services send and read is UTF-8 (and array literals are escaped
-	 * byte-wise, which only an ASCII-compatible encoding allows). */
-	static const char *const keys[] = {"connect_timeout", "client_encoding", "dbname", NULL};
-	const char *vals[] = {PG_CONNECT_TIMEOUT_S, "UTF8", pg->dsn, NULL};
+	/* Keywords are applied in order and a later one wins: the DSN
+	 * (expanded from "dbname") overrides the connect timeout, and nothing
+	 * overrides UTF8 — not PGCLIENTENCODING, the server's default nor the
+	 * DSN: every string the services send and read is UTF-8, and array
+	 * literals are escaped byte-wise (svc-order/order_store.c). */
+	static const char *const keys[] = {"connect_timeout", "dbname", "client_encoding", NULL};
+	const char *vals[] = {PG_CONNECT_TIMEOUT_S, pg->dsn, "UTF8", NULL};
 
 	if (pg->conn != NULL)
 		PQfinish(pg->conn);

@@ -59,7 +59,7 @@ struct shop_rpc_server {
 	bool sock_open;
 	nng_mtx *mtx;
 	nng_cv *cv; /* signalled when a worker sets its done flag */
-	bool stopping;
+	bool stopping; /* informational: each worker has its own flag */
 	int n_workers; /* workers whose ctx and aio exist */
 	int n_threads; /* workers whose thread runs */
 	struct srv_worker *workers;
@@ -341,7 +341,7 @@ static void workers_stop(shop_rpc_server *s)
 }
 
 /* Closes the socket, joins the threads and frees everything; the caller
- * has set s->stopping already when threads run. */
+ * has run workers_stop already when threads run. */
 static void server_free(shop_rpc_server *s)
 {
 	if (s->sock_open)
