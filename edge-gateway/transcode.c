@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
+
 /* ---- strict JSON reader -------------------------------------------------- */
 
 typedef struct jreader {
@@ -802,40 +804,7 @@ oom:
  * value printed afterwards: the answer of GET /products was half of the
  * gateway's instructions per request that way (docs/performance.md). */
 
-typedef struct jbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-} jbuf;
-
-static void jb_put(jbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		if ((p = realloc(b->p, cap)) == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void jb_lit(jbuf *b, const char *s)
-{
-	jb_put(b, s, strlen(s));
-}
-
-static void jb_u64(jbuf *b, uint64_t v)
+static void jb_u64(shop_buf *b, uint64_t v)
 {
 	char buf[24], *o = buf + sizeof(buf);
 
@@ -843,13 +812,13 @@ static void jb_u64(jbuf *b, uint64_t v)
 		*--o = (char)('0' + v % 10);
 		v /= 10;
 	} while (v != 0);
-	jb_put(b, o, (size_t)(buf + sizeof(buf) - o));
+	shop_buf_put(b, o, (size_t)(buf + sizeof(buf) - o));
 }
 
-static void jb_i64(jbuf *b, int64_t v)
+static void jb_i64(shop_buf *b, int64_t v)
 {
 	if (v < 0) {
-		jb_put(b, "-", 1);
+		shop_buf_put(b, "-", 1);
 		jb_u64(b, (uint64_t)0 - (uint64_t)v);
 	} else {
 		jb_u64(b, (uint64_t)v);
@@ -858,12 +827,12 @@ static void jb_i64(jbuf *b, int64_t v)
 
 /* A JSON string as cJSON 1.7 prints it: " and \ escaped, \b \f \n \r \t
  * by name, other bytes below 0x20 as \u00xx, everything else as is. */
-static void jb_str(jbuf *b, const char *s)
+static void jb_str(shop_buf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const char *run = s;
 
-	jb_put(b, "\"", 1);
+	shop_buf_put(b, "\"", 1);
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
 		char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
@@ -871,7 +840,7 @@ static void jb_str(jbuf *b, const char *s)
 
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		jb_put(b, run, (size_t)(s - run));
+		shop_buf_put(b, run, (size_t)(s - run));
 		run = s + 1;
 		switch (c) {
 		case '"':
@@ -899,15 +868,15 @@ static void jb_str(jbuf *b, const char *s)
 			esc[5] = hex[c & 15];
 			n = 6;
 		}
-		jb_put(b, esc, n);
+		shop_buf_put(b, esc, n);
 	}
-	jb_put(b, run, (size_t)(s - run));
-	jb_put(b, "\"", 1);
+	shop_buf_put(b, run, (size_t)(s - run));
+	shop_buf_put(b, "\"", 1);
 }
 
 /* A value that goes through cJSON (floating point, bytes): rare, and
  * printed by cJSON itself so that the text stays the same. */
-static void jb_cjson(jbuf *b, cJSON *item)
+static void jb_cjson(shop_buf *b, cJSON *item)
 {
 	char *text;
 
@@ -916,14 +885,14 @@ static void jb_cjson(jbuf *b, cJSON *item)
 		cJSON_Delete(item);
 		return;
 	}
-	jb_lit(b, text);
+	shop_buf_puts(b, text);
 	free(text);
 	cJSON_Delete(item);
 }
 
-static void jb_message(jbuf *b, const ProtobufCMessage *msg);
+static void jb_message(shop_buf *b, const ProtobufCMessage *msg);
 
-static void jb_value(jbuf *b, const ProtobufCFieldDescriptor *f, const void *slot)
+static void jb_value(shop_buf *b, const ProtobufCFieldDescriptor *f, const void *slot)
 {
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_INT32:
@@ -945,7 +914,7 @@ static void jb_value(jbuf *b, const ProtobufCFieldDescriptor *f, const void *slo
 		jb_u64(b, *(const uint64_t *)slot);
 		return;
 	case PROTOBUF_C_TYPE_BOOL:
-		jb_lit(b, *(const protobuf_c_boolean *)slot ? "true" : "false");
+		shop_buf_puts(b, *(const protobuf_c_boolean *)slot ? "true" : "false");
 		return;
 	case PROTOBUF_C_TYPE_ENUM: {
 		int v = *(const int *)slot;
@@ -970,7 +939,7 @@ static void jb_value(jbuf *b, const ProtobufCFieldDescriptor *f, const void *slo
 		if (m != NULL)
 			jb_message(b, m);
 		else
-			jb_lit(b, "null");
+			shop_buf_puts(b, "null");
 		return;
 	}
 	case PROTOBUF_C_TYPE_FLOAT:
@@ -979,17 +948,17 @@ static void jb_value(jbuf *b, const ProtobufCFieldDescriptor *f, const void *slo
 		jb_cjson(b, value_json(f, slot));
 		return;
 	}
-	jb_lit(b, "null");
+	shop_buf_puts(b, "null");
 }
 
 /* The fields in descriptor order, as gw_message_to_json. */
-static void jb_message(jbuf *b, const ProtobufCMessage *msg)
+static void jb_message(shop_buf *b, const ProtobufCMessage *msg)
 {
 	const ProtobufCMessageDescriptor *d = msg->descriptor;
 	const char *base = (const char *)msg;
 	bool first = true;
 
-	jb_put(b, "{", 1);
+	shop_buf_put(b, "{", 1);
 	for (unsigned i = 0; i < d->n_fields && !b->oom; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 
@@ -997,39 +966,35 @@ static void jb_message(jbuf *b, const ProtobufCMessage *msg)
 		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
 			continue;
 		if (!first)
-			jb_put(b, ",", 1);
+			shop_buf_put(b, ",", 1);
 		first = false;
 		jb_str(b, f->name);
-		jb_put(b, ":", 1);
+		shop_buf_put(b, ":", 1);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
 			const char *arr = *(char *const *)(base + f->offset);
 			size_t esz = elem_size(f->type);
 
-			jb_put(b, "[", 1);
+			shop_buf_put(b, "[", 1);
 			for (size_t k = 0; k < n && !b->oom; k++) {
 				if (k > 0)
-					jb_put(b, ",", 1);
+					shop_buf_put(b, ",", 1);
 				jb_value(b, f, arr + k * esz);
 			}
-			jb_put(b, "]", 1);
+			shop_buf_put(b, "]", 1);
 		} else {
 			jb_value(b, f, base + f->offset);
 		}
 	}
-	jb_put(b, "}", 1);
+	shop_buf_put(b, "}", 1);
 }
 
 char *gw_message_to_json_text(const ProtobufCMessage *msg)
 {
-	jbuf b = {0};
+	shop_buf b = {0};
 
 	jb_message(&b, msg);
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	return b.p;
+	return shop_buf_take(&b);
 }
 
 static const ProtobufCFieldDescriptor *singular(const ProtobufCMessage *msg, const char *field,

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 #include "clock.h"
 #include "log.h"
 #include "redis.h"
+#include "strbuf.h"
 
 #define HEALTH_MAX_VIEW 128 /* instances of the view looked at for breakers */
 
@@ -388,48 +388,13 @@ int shop_health_readyz(void *arg, char **body, size_t *len, const char **content
 
 /* ---- the JSON (pure) ---------------------------------------------------------- */
 
-typedef struct jbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-} jbuf;
-
-static void jb_printf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void jb_printf(jbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	while (!b->oom) {
-		va_start(ap, fmt);
-		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->oom = true;
-		} else if ((size_t)n < b->cap - b->len) {
-			b->len += (size_t)n;
-			return;
-		} else {
-			char *bigger = realloc(b->p, b->cap * 2 + (size_t)n);
-
-			if (bigger == NULL) {
-				b->oom = true;
-				break;
-			}
-			b->p = bigger;
-			b->cap = b->cap * 2 + (size_t)n;
-		}
-	}
-}
-
 /* Appends a JSON string (names come from configuration and adverts). */
-static void jb_str(jbuf *b, const char *s)
+static void jb_str(shop_buf *b, const char *s)
 {
 	char esc[6 * 100 + 1];
 
 	shop_json_escape(esc, sizeof(esc), s);
-	jb_printf(b, "\"%s\"", esc);
+	shop_buf_printf(b, "\"%s\"", esc);
 }
 
 static const char *check_word(shop_check c, bool registry)
@@ -450,7 +415,7 @@ int shop_health_report_json(const shop_health_report *r, bool readiness, char **
 	char reasons[SHOP_HEALTH_MAX_SERVICES + SHOP_HEALTH_MAX_BREAKERS + 4][128];
 	size_t n_reasons = 0;
 	bool cannot_serve = false, degraded = false;
-	jbuf b = {.cap = 512};
+	shop_buf b = {0};
 	const char *status;
 	int code;
 
@@ -498,66 +463,63 @@ int shop_health_report_json(const shop_health_report *r, bool readiness, char **
 		code = 200;
 	}
 
-	if ((b.p = malloc(b.cap)) == NULL)
-		return 500;
 	/* Liveness with nothing to report: the classic answer. */
 	if (!readiness && n_reasons == 0) {
-		jb_printf(&b, "{\"status\":\"up\"}");
+		shop_buf_printf(&b, "{\"status\":\"up\"}");
 		goto out;
 	}
-	jb_printf(&b, "{\"status\":\"%s\",\"checks\":{", status);
+	shop_buf_printf(&b, "{\"status\":\"%s\",\"checks\":{", status);
 	const char *sep = "";
 	if (r->database != SHOP_CHECK_NONE) {
-		jb_printf(&b, "\"database\":\"%s\"", check_word(r->database, false));
+		shop_buf_printf(&b, "\"database\":\"%s\"", check_word(r->database, false));
 		sep = ",";
 	}
 	if (r->redis != SHOP_CHECK_NONE) {
-		jb_printf(&b, "%s\"redis\":\"%s\"", sep, check_word(r->redis, false));
+		shop_buf_printf(&b, "%s\"redis\":\"%s\"", sep, check_word(r->redis, false));
 		sep = ",";
 	}
 	if (r->registry != SHOP_CHECK_NONE) {
-		jb_printf(&b, "%s\"registry\":\"%s\"", sep, check_word(r->registry, true));
+		shop_buf_printf(&b, "%s\"registry\":\"%s\"", sep, check_word(r->registry, true));
 		sep = ",";
 	}
 	if (r->draining) {
-		jb_printf(&b, "%s\"draining\":true", sep);
+		shop_buf_printf(&b, "%s\"draining\":true", sep);
 		sep = ",";
 	}
 	if (r->n_services > 0) {
-		jb_printf(&b, "%s\"services\":{", sep);
+		shop_buf_printf(&b, "%s\"services\":{", sep);
 		for (size_t i = 0; i < r->n_services; i++) {
-			jb_printf(&b, "%s", i > 0 ? "," : "");
+			shop_buf_printf(&b, "%s", i > 0 ? "," : "");
 			jb_str(&b, r->services[i].name);
-			jb_printf(&b, ":%d", r->services[i].instances);
+			shop_buf_printf(&b, ":%d", r->services[i].instances);
 		}
-		jb_printf(&b, "}");
+		shop_buf_printf(&b, "}");
 		sep = ",";
 	}
 	if (r->n_breakers > 0) {
-		jb_printf(&b, "%s\"breakers\":{", sep);
+		shop_buf_printf(&b, "%s\"breakers\":{", sep);
 		for (size_t i = 0; i < r->n_breakers; i++) {
-			jb_printf(&b, "%s", i > 0 ? "," : "");
+			shop_buf_printf(&b, "%s", i > 0 ? "," : "");
 			jb_str(&b, r->breakers[i].name);
-			jb_printf(&b, ":\"%s\"", shop_breaker_state_name(r->breakers[i].state));
+			shop_buf_printf(&b, ":\"%s\"", shop_breaker_state_name(r->breakers[i].state));
 		}
-		jb_printf(&b, "}");
+		shop_buf_printf(&b, "}");
 	}
-	jb_printf(&b, "}");
+	shop_buf_printf(&b, "}");
 	if (n_reasons > 0) {
-		jb_printf(&b, ",\"reasons\":[");
+		shop_buf_printf(&b, ",\"reasons\":[");
 		for (size_t i = 0; i < n_reasons; i++) {
-			jb_printf(&b, "%s", i > 0 ? "," : "");
+			shop_buf_printf(&b, "%s", i > 0 ? "," : "");
 			jb_str(&b, reasons[i]);
 		}
-		jb_printf(&b, "]");
+		shop_buf_printf(&b, "]");
 	}
-	jb_printf(&b, "}");
+	shop_buf_printf(&b, "}");
 out:
-	if (b.oom) {
-		free(b.p);
+	*len = b.len;
+	if ((*body = shop_buf_take(&b)) == NULL) {
+		*len = 0;
 		return 500;
 	}
-	*body = b.p;
-	*len = b.len;
 	return code;
 }

@@ -4,7 +4,6 @@
 #include "upstream.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "strbuf.h"
 #include "trace.h"
 
 #define UPSTREAM_MAX_PICK 64 /* instances of one service considered per call */
@@ -414,80 +414,48 @@ void shop_upstream_foreach_breaker(shop_upstream *u,
 		fn(arg, in->breaker, in->instance);
 }
 
-/* Appends printf output to a growing buffer; returns -1 when out of memory. */
-static int buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return -1;
-		if ((size_t)n < *cap - *len) {
-			*len += (size_t)n;
-			return 0;
-		}
-		char *bigger = realloc(*buf, *cap * 2 + (size_t)n);
-		if (bigger == NULL)
-			return -1;
-		*buf = bigger;
-		*cap = *cap * 2 + (size_t)n;
-	}
-}
-
 char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 {
 	static const shop_breaker_state states[] = {SHOP_BREAKER_CLOSED, SHOP_BREAKER_OPEN,
 						    SHOP_BREAKER_HALF_OPEN};
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
+	shop_buf b = {0};
 	int64_t now = shop_now_mono_us();
 	upstream_inst *in, *head;
-	int rv = 0;
-
-	if (buf == NULL)
-		return NULL;
-	buf[0] = '\0';
+	char *text;
 	pthread_mutex_lock(&u->mtx);
 	head = u->insts;
 	pthread_mutex_unlock(&u->mtx);
-	rv |= buf_printf(&buf, &len, &cap,
+	shop_buf_printf(&b,
 			 "# HELP resilience4j_circuitbreaker_state The states of the circuit breaker\n"
 			 "# TYPE resilience4j_circuitbreaker_state gauge\n");
-	for (in = head; in != NULL && rv == 0; in = in->next) {
+	for (in = head; in != NULL && !b.oom; in = in->next) {
 		shop_breaker_stats s;
 		shop_breaker_stats_get(in->breaker, now, &s);
 		for (int i = 0; i < 3; i++)
-			rv |= buf_printf(&buf, &len, &cap,
+			shop_buf_printf(&b,
 					 "resilience4j_circuitbreaker_state{name=\"%s\",state=\"%s\"} %d\n",
 					 shop_breaker_name(in->breaker),
 					 shop_breaker_state_name(states[i]), s.state == states[i]);
 	}
-	rv |= buf_printf(&buf, &len, &cap,
+	shop_buf_printf(&b,
 			 "# HELP resilience4j_circuitbreaker_failure_rate The failure rate of the "
 			 "circuit breaker\n"
 			 "# TYPE resilience4j_circuitbreaker_failure_rate gauge\n");
-	for (in = head; in != NULL && rv == 0; in = in->next) {
+	for (in = head; in != NULL && !b.oom; in = in->next) {
 		shop_breaker_stats s;
 		shop_breaker_stats_get(in->breaker, now, &s);
-		rv |= buf_printf(&buf, &len, &cap,
+		shop_buf_printf(&b,
 				 "resilience4j_circuitbreaker_failure_rate{name=\"%s\"} %d\n",
 				 shop_breaker_name(in->breaker), s.failure_rate_pct);
 	}
-	rv |= buf_printf(&buf, &len, &cap,
+	shop_buf_printf(&b,
 			 "# HELP resilience4j_circuitbreaker_calls_seconds Calls through the "
 			 "circuit breaker\n"
 			 "# TYPE resilience4j_circuitbreaker_calls_seconds summary\n");
-	for (in = head; in != NULL && rv == 0; in = in->next) {
+	for (in = head; in != NULL && !b.oom; in = in->next) {
 		shop_breaker_stats s;
 		shop_breaker_stats_get(in->breaker, now, &s);
-		rv |= buf_printf(&buf, &len, &cap,
+		shop_buf_printf(&b,
 				 "resilience4j_circuitbreaker_calls_seconds_count{name=\"%s\",kind="
 				 "\"successful\"} %llu\n"
 				 "resilience4j_circuitbreaker_calls_seconds_count{name=\"%s\",kind="
@@ -495,22 +463,20 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 				 shop_breaker_name(in->breaker), (unsigned long long)s.successful,
 				 shop_breaker_name(in->breaker), (unsigned long long)s.failed);
 	}
-	rv |= buf_printf(&buf, &len, &cap,
+	shop_buf_printf(&b,
 			 "# HELP resilience4j_circuitbreaker_not_permitted_calls_total Calls the "
 			 "circuit breaker refused\n"
 			 "# TYPE resilience4j_circuitbreaker_not_permitted_calls_total counter\n");
-	for (in = head; in != NULL && rv == 0; in = in->next) {
+	for (in = head; in != NULL && !b.oom; in = in->next) {
 		shop_breaker_stats s;
 		shop_breaker_stats_get(in->breaker, now, &s);
-		rv |= buf_printf(&buf, &len, &cap,
+		shop_buf_printf(&b,
 				 "resilience4j_circuitbreaker_not_permitted_calls_total{name=\"%s\"} "
 				 "%llu\n",
 				 shop_breaker_name(in->breaker), (unsigned long long)s.not_permitted);
 	}
-	if (rv != 0) {
-		free(buf);
-		return NULL;
-	}
-	*out_len = len;
-	return buf;
+	*out_len = b.len;
+	if ((text = shop_buf_take(&b)) == NULL)
+		*out_len = 0;
+	return text;
 }

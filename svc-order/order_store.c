@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "strbuf.h"
 
 const shop_migration order_migrations[] = {
 	{1, "CREATE TABLE orders ("
@@ -137,68 +138,38 @@ out:
 	return rv;
 }
 
-/* Growing text for array literals; NULL data after a failed allocation. */
-typedef struct text_buf {
-	char *data;
-	size_t len, cap;
-} text_buf;
-
-static void tb_put(text_buf *b, const char *s, size_t n)
-{
-	if (b->data == NULL && b->cap != 0)
-		return; /* an allocation failed earlier */
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 64;
-		char *d;
-
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		if ((d = realloc(b->data, cap)) == NULL) {
-			free(b->data);
-			b->data = NULL;
-			b->cap = 1;
-			return;
-		}
-		b->data = d;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
 /* The items as three PostgreSQL array literals: bigint[], text[] (each
  * element double-quoted, with " and \ escaped) and bigint[]. 0 or -1. */
-static int items_arrays(const order_item_in *items, size_t n, text_buf *ids, text_buf *names,
-			text_buf *prices)
+static int items_arrays(const order_item_in *items, size_t n, shop_buf *ids, shop_buf *names,
+			shop_buf *prices)
 {
 	char num[24];
 
-	tb_put(ids, "{", 1);
-	tb_put(names, "{", 1);
-	tb_put(prices, "{", 1);
+	shop_buf_put(ids, "{", 1);
+	shop_buf_put(names, "{", 1);
+	shop_buf_put(prices, "{", 1);
 	for (size_t i = 0; i < n; i++) {
 		const char *sep = i > 0 ? "," : "";
 
 		fmt_i64(num, items[i].product_id);
-		tb_put(ids, sep, strlen(sep));
-		tb_put(ids, num, strlen(num));
+		shop_buf_put(ids, sep, strlen(sep));
+		shop_buf_put(ids, num, strlen(num));
 		fmt_i64(num, items[i].supply_price);
-		tb_put(prices, sep, strlen(sep));
-		tb_put(prices, num, strlen(num));
-		tb_put(names, sep, strlen(sep));
-		tb_put(names, "\"", 1);
+		shop_buf_put(prices, sep, strlen(sep));
+		shop_buf_put(prices, num, strlen(num));
+		shop_buf_put(names, sep, strlen(sep));
+		shop_buf_put(names, "\"", 1);
 		for (const char *c = items[i].name; *c != '\0'; c++) {
 			if (*c == '"' || *c == '\\')
-				tb_put(names, "\\", 1);
-			tb_put(names, c, 1);
+				shop_buf_put(names, "\\", 1);
+			shop_buf_put(names, c, 1);
 		}
-		tb_put(names, "\"", 1);
+		shop_buf_put(names, "\"", 1);
 	}
-	tb_put(ids, "}", 1);
-	tb_put(names, "}", 1);
-	tb_put(prices, "}", 1);
-	return ids->data != NULL && names->data != NULL && prices->data != NULL ? 0 : -1;
+	shop_buf_put(ids, "}", 1);
+	shop_buf_put(names, "}", 1);
+	shop_buf_put(prices, "}", 1);
+	return ids->oom || names->oom || prices->oom ? -1 : 0;
 }
 
 int order_store_get(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
@@ -274,7 +245,7 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 			order_row *out)
 {
 	char suser[24];
-	text_buf ids = {0}, names = {0}, prices = {0};
+	shop_buf ids = {0}, names = {0}, prices = {0};
 	const char *params[4];
 	PGresult *res = NULL;
 	int rv = ORDER_STORE_DOWN;
@@ -283,9 +254,9 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 	if (items_arrays(items, n, &ids, &names, &prices) != 0)
 		goto out;
 	params[0] = suser;
-	params[1] = ids.data;
-	params[2] = names.data;
-	params[3] = prices.data;
+	params[1] = ids.p;
+	params[2] = names.p;
+	params[3] = prices.p;
 	res = shop_pg_query(
 	    pg,
 	    "WITH t AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
@@ -307,9 +278,9 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 		       PQgetvalue(res, 0, 5), items, n);
 out:
 	PQclear(res);
-	free(ids.data);
-	free(names.data);
-	free(prices.data);
+	free(ids.p);
+	free(names.p);
+	free(prices.p);
 	return rv;
 }
 
