@@ -790,6 +790,14 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 					   end);
 }
 
+/* An answer to HEAD has headers only (RFC 9110 §9.3.2): its Content-Length
+ * says how long the answer is, and a body sent anyway would be read by the
+ * client as the start of the next answer on the connection. */
+static bool no_content(const gw_req *r)
+{
+	return strcmp(r->method, "HEAD") == 0;
+}
+
 /* Writes the status line and headers (srv->wbuf); state → REQ_WRITING.
  * Returns 0 or -1. */
 static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char **pp)
@@ -829,7 +837,9 @@ static int on_writeable(gw_http *srv, struct lws *wsi, gw_pss *pss)
 	if (r->state == REQ_READY) {
 		if (write_headers(srv, wsi, r, &p) != 0)
 			return -1;
-		if (r->out_len > 0) {
+		if (no_content(r))
+			r->out_off = r->out_len; /* the length is said, nothing is sent */
+		else if (r->out_len > 0) {
 			lws_callback_on_writable(wsi);
 			return 0;
 		}
@@ -875,12 +885,14 @@ static int write_now(gw_http *srv, struct lws *wsi, gw_pss *pss)
 	if (buf != NULL) {
 		unsigned char *p;
 
-		if (write_headers(srv, wsi, r, &p) == 0 && r->out_len > 0) {
+		if (write_headers(srv, wsi, r, &p) != 0) {
+			/* nothing was written; lws closes */
+		} else if (r->out_len > 0 && !no_content(r)) {
 			memcpy(buf + LWS_PRE, r->out, r->out_len);
 			if (lws_write(wsi, buf + LWS_PRE, r->out_len, LWS_WRITE_HTTP_FINAL) ==
 			    (int)r->out_len)
 				log_and_count(r);
-		} else if (r->out_len == 0) {
+		} else {
 			log_and_count(r);
 		}
 		free(buf);

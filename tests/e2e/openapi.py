@@ -335,6 +335,8 @@ class Spec:
         content = resp.get("content") or {}
         ct = headers.get("content-type")
         if method == "HEAD":
+            if body:
+                out.append("%s: an answer to HEAD with %d bytes of content" % (where, len(body)))
             return out
         if not content:
             if body:
@@ -451,7 +453,13 @@ def check_raw(sent, reply):
             return  # not a header block we can read
         headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
     n = headers.get("content-length")
-    if n is None or not n.isdigit() or len(rest) < int(n):
+    if n is None or not n.isdigit():
         return
+    if m.group(1) == b"HEAD":
+        body = rest  # no content, whatever Content-Length says (RFC 9110 §9.3.2)
+    elif len(rest) < int(n):
+        return
+    else:
+        body = rest[:int(n)]
     spec().check(m.group(1).decode(), m.group(2).decode("latin-1"), int(sm.group(1)),
-                 headers, rest[:int(n)], up[0].decode("latin-1") if up else None)
+                 headers, body, up[0].decode("latin-1") if up else None)

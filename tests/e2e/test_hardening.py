@@ -42,10 +42,11 @@ class Reply:
         return "<%s %r>" % (self.status, self.body[:200])
 
 
-def parse_replies(data):
+def parse_replies(data, heads=0):
     """Splits a byte stream into the HTTP responses it holds (by
-    Content-Length); a trailing fragment is returned as a Reply with status
-    None."""
+    Content-Length; the first `heads` answer HEAD requests and so have no
+    content, RFC 9110 §9.3.2); a trailing fragment is returned as a Reply
+    with status None."""
     out = []
     while data:
         head, sep, rest = data.partition(b"\r\n\r\n")
@@ -57,13 +58,13 @@ def parse_replies(data):
         for line in head.split(b"\r\n")[1:]:
             k, _, v = line.partition(b":")
             headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
-        n = int(headers.get("content-length", "0"))
+        n = int(headers.get("content-length", "0")) if len(out) >= heads else 0
         out.append(Reply(int(m.group(1)), headers, rest[:n]))
         data = rest[n:]
     return out
 
 
-def exchange(data, wait_s=5.0):
+def exchange(data, wait_s=5.0, heads=0):
     """Sends data in one write, reads until the server closes or wait_s
     passes. Returns (replies, closed, seconds)."""
     s = socket.create_connection((HOST, GATEWAY_PORT), timeout=wait_s)
@@ -92,7 +93,7 @@ def exchange(data, wait_s=5.0):
             got += chunk
     finally:
         s.close()
-    return parse_replies(got), closed, time.monotonic() - t0
+    return parse_replies(got, heads), closed, time.monotonic() - t0
 
 
 def check_refusal(replies, closed, status, code, what):
@@ -313,6 +314,25 @@ def test_pipelined_requests_are_answered_in_order():
     check_up("pipelined GETs")
 
 
+def test_head_is_answered_without_content():
+    # No route takes HEAD (405 with Allow, or 404), but the answer must carry
+    # no content: bytes after its header block would be read as the next
+    # answer on the connection. Pipelined, so that any stray byte shows.
+    data = (head("HEAD", "/products", _auth_line()) + head("HEAD", "/nope", "")
+            + head("GET", "/healthz", "Connection: close\r\n"))
+    replies, closed, _ = exchange(data, heads=2)
+    check([r.status for r in replies] == [405, 404, 200],
+          "HEAD, HEAD, GET answered %r" % replies)
+    allow = {m.strip() for m in replies[0].headers.get("allow", "").split(",")}
+    check(allow == {"GET", "POST"}, "405 Allow %r" % replies[0].headers)
+    for r in replies[:2]:
+        check(int(r.headers.get("content-length", "0")) > 0,
+              "HEAD answer does not say its length: %r" % r.headers)
+    check(replies[2].json() == {"status": "up"}, "GET after HEADs answered %r" % replies[2])
+    check(closed, "not closed after Connection: close")
+    check_up("HEAD requests")
+
+
 def test_pipelined_bodies_are_answered_correctly_or_closed():
     # libwebsockets 4.1.6 hands a request pipelined behind another its own
     # request line as its body. The gateway must then answer that request
@@ -387,5 +407,6 @@ CASES = [
     test_websocket_upgrade_is_never_granted,
     test_idle_and_slow_clients_are_cut_off,
     test_pipelined_requests_are_answered_in_order,
+    test_head_is_answered_without_content,
     test_pipelined_bodies_are_answered_correctly_or_closed,
 ]
