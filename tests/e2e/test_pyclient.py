@@ -609,6 +609,125 @@ def test_pyclient_retries_only_idempotent_calls_on_another_instance():
         raises(shop_client.NoInstance, shop.list_products)
 
 
+class GatePeer:
+    """A REP peer that takes any number of connections at once and answers
+    no request until `width` of them are waiting together (or 5 s pass),
+    then answers every one: a client that sends one call at a time gets
+    no answer before its timeout. peer.most is the most calls that waited
+    together."""
+
+    def __init__(self, width, reply):
+        self.width, self.reply = width, reply
+        self.waiting = self.most = 0
+        self.conns = []
+        self.errors = []
+        self.cv = threading.Condition()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(32)
+        self.url = "tcp://127.0.0.1:%d" % self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(10)
+            conn.sendall(REP_HELLO)
+            check(recv_exact(conn, 8) == b"\x00SP\x00\x00\x30\x00\x00", "client handshake")
+            while True:
+                try:
+                    (n,) = struct.unpack(">Q", recv_exact(conn, 8))
+                except (EOFError, OSError):
+                    return
+                f = recv_exact(conn, n)
+                with self.cv:
+                    self.waiting += 1
+                    self.most = max(self.most, self.waiting)
+                    self.cv.notify_all()
+                    self.cv.wait_for(lambda: self.most >= self.width, timeout=5)
+                    self.waiting -= 1
+                conn.sendall(self.reply(f[:4], f[4:]))
+        except Exception as e:  # noqa: BLE001 -- reported by the case
+            self.errors.append(e)
+
+    def close(self):
+        for s in [self.lsock] + self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_pyclient_runs_calls_from_several_threads_at_once():
+    # Four threads call one instance that answers only when four calls
+    # wait together: each call must have had a connection of its own.
+    page = product_pb2.ListProductsResponse(products=[product_pb2.Product(id=7, name="gate")])
+    peer = GatePeer(4, ok_reply(page))
+    fake = registry_pb2.Advert(service="product", instance="gate", rpc_url=peer.url,
+                               weight=100, healthy=True)
+    results, t0 = [], time.monotonic()
+    try:
+        with fake_registry([fake]) as reg, \
+                shop_client.ShopClient(reg.url, timeout=4, view_ttl=60) as shop:
+            def one():
+                try:
+                    results.append(shop.list_products(page_size=1).products[0].name)
+                except Exception as e:  # noqa: BLE001 -- checked below
+                    results.append(e)
+            threads = [threading.Thread(target=one) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            secs = time.monotonic() - t0
+            check(results == ["gate"] * 4, "4 calls at once: %r" % results)
+            check(peer.most == 4 and len(peer.conns) == 4 and secs < 4,
+                  "%d calls waited together on %d connections, %.1f s"
+                  % (peer.most, len(peer.conns), secs))
+            # The connections are kept: four more calls open none.
+            results.clear()
+            threads = [threading.Thread(target=one) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            check(results == ["gate"] * 4 and len(peer.conns) == 4,
+                  "again: %r on %d connections" % (results, len(peer.conns)))
+    finally:
+        peer.close()
+    check(not peer.errors, "peer: %r" % peer.errors)
+    # connections=1 is one call at a time: the gate never opens, the calls
+    # time out (the second waited for the connection, then for its answer).
+    peer = GatePeer(2, ok_reply(page))
+    fake = registry_pb2.Advert(service="product", instance="gate", rpc_url=peer.url,
+                               weight=100, healthy=True)
+    try:
+        with fake_registry([fake]) as reg, \
+                shop_client.ShopClient(reg.url, timeout=1, view_ttl=60, connections=1) as shop:
+            results.clear()
+            threads = [threading.Thread(target=one) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            check(len(results) == 2 and all(isinstance(r, shop_client.ShopTimeout)
+                                            for r in results),
+                  "connections=1, 2 calls at once: %r" % results)
+            check(peer.most == 1 and len(peer.conns) == 1,
+                  "connections=1: %d together on %d connections" % (peer.most, len(peer.conns)))
+    finally:
+        peer.close()
+
+
 def test_pyclient_cli_prints_json_and_exit_codes():
     def cli(*args):
         p = subprocess.run([sys.executable, "-m", "shop_client", "--registry", REGISTRY_URL]
@@ -642,5 +761,6 @@ CASES = [
     test_pyclient_rejects_bad_replies_with_a_clear_error,
     test_pyclient_keeps_working_on_its_last_view_when_the_registry_goes,
     test_pyclient_retries_only_idempotent_calls_on_another_instance,
+    test_pyclient_runs_calls_from_several_threads_at_once,
     test_pyclient_cli_prints_json_and_exit_codes,
 ]

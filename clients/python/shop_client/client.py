@@ -14,6 +14,57 @@ from .rpc import RpcConnection, new_traceparent
 from .stubs import auth_pb2, order_pb2, product_pb2
 
 
+class _Pool:
+    """The connections of one client to one instance. Each serves one call
+    at a time (an SP REQ connection has one request in flight); a call takes
+    an idle one, or opens another while there are fewer than size, or waits
+    for one to come back."""
+
+    def __init__(self, url, size):
+        self.url = url
+        self.size = size
+        self.idle = []  # most recently used last: a hot connection is reused
+        self.count = 0  # connections made and not closed, idle or in use
+        self.closed = False
+        self.cv = threading.Condition()
+
+    def take(self, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not self.idle and self.count >= self.size and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ShopTimeout("all %d connections busy with other calls for the whole "
+                                      "timeout" % self.size, self.url, sent=False)
+                self.cv.wait(left)
+            if self.closed:
+                raise RuntimeError("ShopClient is closed")
+            if self.idle:
+                return self.idle.pop()
+            self.count += 1
+        return RpcConnection(self.url)  # connects on its first call
+
+    def give(self, conn):
+        with self.cv:
+            keep = not self.closed
+            if keep:
+                self.idle.append(conn)
+            else:
+                self.count -= 1
+            self.cv.notify()
+        if not keep:
+            conn.close()
+
+    def close(self):
+        with self.cv:
+            self.closed = True
+            idle, self.idle = self.idle, []
+            self.count -= len(idle)
+            self.cv.notify_all()
+        for c in idle:
+            c.close()
+
+
 class ShopClient:
     """A client of the shop services over nng, for programs inside the
     network (back office, batch jobs, tools).
@@ -29,24 +80,31 @@ class ShopClient:
     view_ttl: seconds a registry answer is used before asking again; while
     the registry is unreachable the last answer stays in use.
     rng: a random.Random for the weighted choice (tests seed it).
+    connections: the most connections kept to one instance, i.e. the most
+    calls in flight to it at once (each connection carries one call at a
+    time); calls beyond that wait for a connection within their timeout.
     sample_traces: each call starts a W3C trace whose id the services log;
     True also sets its sampled flag, so that services with SHOP_ZIPKIN_URL
     record spans for it.
 
     Services trust the envelope's caller_user_id (the gateway fills it from a
     verified token), so the order methods take the user they act for.
-    Thread-safe; close() (or the with block) closes every connection.
+    Thread-safe: calls from several threads run at once, up to connections
+    per instance; close() (or the with block) closes every connection.
     """
 
     def __init__(self, registry_url=DEFAULT_REGISTRY_URL, timeout=5.0, view_ttl=1.0, rng=None,
-                 sample_traces=False):
+                 sample_traces=False, connections=8):
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.timeout = timeout
         self.sample_traces = sample_traces
+        self.connections = connections
         self.registry = Registry(registry_url, timeout)
         self.view = View(self.registry, view_ttl, rng)
-        self._conns = {}  # rpc_url -> RpcConnection
+        self._pools = {}  # rpc_url -> _Pool
         self._lock = threading.Lock()
         self._closed = False
 
@@ -59,9 +117,9 @@ class ShopClient:
     def close(self):
         with self._lock:
             self._closed = True
-            conns, self._conns = list(self._conns.values()), {}
-        for c in conns:
-            c.close()
+            pools, self._pools = list(self._pools.values()), {}
+        for p in pools:
+            p.close()  # a connection in use is closed when its call ends
         self.registry.close()
 
     # -- discovery
@@ -107,10 +165,16 @@ class ShopClient:
             if left <= 0:
                 break
             try:
-                reply = self._conn(inst.rpc_url).call(
-                    method.path, request, method.response, timeout=left,
-                    deadline_unix_ms=deadline_unix_ms, caller_user_id=user_id,
-                    traceparent=traceparent)
+                pool = self._pool(inst.rpc_url)
+                conn = pool.take(left)
+                try:
+                    reply = conn.call(
+                        method.path, request, method.response,
+                        timeout=max(deadline - time.monotonic(), 0.001),
+                        deadline_unix_ms=deadline_unix_ms, caller_user_id=user_id,
+                        traceparent=traceparent)
+                finally:
+                    pool.give(conn)
             except TransportError as e:
                 self.view.invalidate(method.service)
                 tried.append(inst.rpc_url)
@@ -127,14 +191,14 @@ class ShopClient:
             raise last
         raise ShopTimeout("%s: the %.3g s timeout passed" % (method.path, timeout), sent=False)
 
-    def _conn(self, url):
+    def _pool(self, url):
         with self._lock:
             if self._closed:
                 raise RuntimeError("ShopClient is closed")
-            c = self._conns.get(url)
-            if c is None:
-                c = self._conns[url] = RpcConnection(url)
-            return c
+            p = self._pools.get(url)
+            if p is None:
+                p = self._pools[url] = _Pool(url, self.connections)
+            return p
 
     # -- AuthService
 
