@@ -1,11 +1,13 @@
 /* service.c -- the life of an RPC service process around its handlers. */
 #include "service.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 
@@ -20,7 +22,7 @@
 /* How long a stopping instance keeps taking calls after it deregistered:
  * callers refresh their registry view every 250 ms by default. */
 #define SERVICE_DEREGISTER_WAIT_MS 300
-#define SERVICE_MIGRATE_TRIES 50 /* × 200 ms: how long to wait for the database at start */
+#define SERVICE_MIGRATE_TRIES      50 /* × 200 ms: how long to wait for the database at start */
 
 void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
 			      const char *def_instance, const char *def_rpc_url,
@@ -95,6 +97,35 @@ void shop_service_block_signals(void)
  * worker hooks only receive the handlers' app pointer. */
 static const shop_service_config *service_cfg;
 
+/* The stop watchdog. nng 1.5.2 can leave its one pipe reaper thread waiting
+ * forever on a REP pipe whose caller hung up while it was being answered
+ * (docs/decisions.md, "nng 1.5.2 defects"); every later nng_close() then
+ * blocks, and so would our stop, until a SIGKILL. Past the whole stop
+ * budget (deregistration, drain, a second of slack) the process says so and
+ * exits: what was in flight had its drain time already. */
+static void *stop_watchdog(void *arg)
+{
+	int64_t budget_ms = *(int64_t *)arg;
+
+	nanosleep(&(struct timespec){budget_ms / 1000, (budget_ms % 1000) * 1000000L}, NULL);
+	SHOP_LOG(ERROR,
+		 "stop did not finish in %lld ms (nng's pipe reaper is stuck: see "
+		 "docs/decisions.md); exiting now",
+		 (long long)budget_ms);
+	_exit(1);
+	return NULL;
+}
+
+static void stop_watchdog_start(int64_t drain_ms)
+{
+	static int64_t budget_ms;
+	pthread_t t;
+
+	budget_ms = SERVICE_DEREGISTER_WAIT_MS + drain_ms + 1000;
+	if (pthread_create(&t, NULL, stop_watchdog, &budget_ms) == 0)
+		pthread_detach(t);
+}
+
 static void *service_worker_init(void *app, int index)
 {
 	const shop_service_config *c = service_cfg;
@@ -107,8 +138,8 @@ static void *service_worker_init(void *app, int index)
 	if ((w->pg = shop_pg_create(c->pg_dsn)) == NULL)
 		goto fail;
 	if (c->redis_addr != NULL &&
-	    (w->redis = shop_redis_create(c->redis_host, c->redis_port, (int)c->redis_timeout_ms)) ==
-		    NULL)
+	    (w->redis =
+		 shop_redis_create(c->redis_host, c->redis_port, (int)c->redis_timeout_ms)) == NULL)
 		goto fail;
 	return w;
 fail:
@@ -237,6 +268,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 		;
 	SHOP_LOG(INFO, "signal %d: deregistering and draining", sig);
 	status = 0;
+	stop_watchdog_start(c->drain_ms);
 
 	/* Deregister first so callers stop picking us; keep serving while
 	 * their views catch up (one refresh), then finish what is in flight. */
