@@ -203,16 +203,21 @@ def test_registry_outage_traffic_continues():
         time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
         time.sleep(2.0)
-        t_back = time.monotonic()
+        t_start = time.monotonic()
         rc, out = shop("start", "registry")
         check(rc == 0, "./shop start registry: %s" % out[-300:])
+        # From the moment the registry answers (./shop start waits for it):
+        # how long it takes to start is not what is measured here.
+        started = time.monotonic() - t_start
         full = wait_for(lambda: {"product-a", "product-b"} <= set(registry_instances()), 5, 0.05)
         time.sleep(0.5)
     bad = [r for r in load.results if r[2] != 200]
     check(not bad, "%d GETs failed while the registry was away, e.g. %r" % (len(bad), bad[:3]))
     check(full is not None, "the registry's view was not full again after its restart")
-    check(full <= 1.0, "instances back %.2f s after the restart (one survey is 0.5 s)" % full)
-    return "%d GETs ok; view full %.0f ms after restart" % (len(load.results), full * 1000)
+    check(full <= 1.0, "instances back %.2f s after the restarted registry answered (one survey "
+          "is 0.5 s; the advertisers redial within 0.5 s)" % full)
+    return "%d GETs ok; registry up in %.0f ms, view full %.0f ms later" % (
+        len(load.results), started * 1000, full * 1000)
 
 
 def test_sigterm_drains_and_exits_within_5_s():
