@@ -17,6 +17,7 @@ import re
 import secrets
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,6 +168,20 @@ def request(method, path, body=None, headers=None, port=None, timeout=10, conn=N
         import openapi  # every answer of the gateway against docs/openapi.yaml
         openapi.check_answer(method, path, resp.status, resp.headers, resp.body)
     return resp
+
+
+def accept_each(lsock, conns, serve, stopped=lambda: False):
+    """Accepts on the listening socket lsock until it is closed (or stopped()
+    says so), serving each connection with serve(conn) on a thread of its
+    own; conns collects them (for the caller to close). Run it on a thread:
+    fake peers of the e2e cases (Redis, SP) are built on it."""
+    while not stopped():
+        try:
+            conn, _ = lsock.accept()
+        except OSError:
+            return
+        conns.append(conn)
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
 def raw_request(data, port=None, timeout=10):

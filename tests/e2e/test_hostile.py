@@ -342,16 +342,8 @@ class FakeRedis:
         self.seen = {}  # mode -> commands received in it
         self.stop = False
         self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stop:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        threading.Thread(target=stack.accept_each, daemon=True,
+                         args=(self.lsock, self.conns, self._serve, lambda: self.stop)).start()
 
     @staticmethod
     def _command(buf):

@@ -132,17 +132,33 @@ def frame(data):
     return struct.pack(">Q", len(data)) + data
 
 
+def listen_local(backlog):
+    """A TCP socket listening on 127.0.0.1 (a free port), and its tcp:// URL."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(backlog)
+    return lsock, "tcp://127.0.0.1:%d" % lsock.getsockname()[1]
+
+
+def shut_all(socks):
+    # shutdown, not just close: it wakes a peer's thread out of a blocking
+    # accept or recv.
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+
 class FakePeer:
     """A TCP listener on 127.0.0.1 whose successive connections are served by
     the functions of scripts, each (peer, conn); what a script saw goes to
     peer.seen. Closing stops the listener (later connects are refused)."""
 
     def __init__(self, *scripts):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
+        self.lsock, self.url = listen_local(8)
         self.lsock.settimeout(10)
-        self.url = "tcp://127.0.0.1:%d" % self.lsock.getsockname()[1]
         self.seen = []
         self.errors = []
         self._conns = []
@@ -163,14 +179,7 @@ class FakePeer:
                 self.errors.append(e)
 
     def close(self):
-        # shutdown, not just close: it wakes this peer's thread out of a
-        # blocking accept or recv.
-        for s in [self.lsock] + self._conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        shut_all([self.lsock] + self._conns)
         self._thread.join(5)
 
     def __enter__(self):
@@ -619,52 +628,40 @@ class GatePeer:
     def __init__(self, width, reply):
         self.width, self.reply = width, reply
         self.waiting = self.most = 0
-        self.conns = []
-        self.errors = []
+        self.seen, self.conns, self.errors = [], [], []
         self.cv = threading.Condition()
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(32)
-        self.url = "tcp://127.0.0.1:%d" % self.lsock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.lsock, self.url = listen_local(32)
+        script = answer_each(self._gated_reply)
+        threading.Thread(target=stack.accept_each, daemon=True,
+                         args=(self.lsock, self.conns, lambda c: self._serve(script, c))).start()
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _gated_reply(self, rid, body):
+        with self.cv:
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: self.most >= self.width, timeout=5)
+            self.waiting -= 1
+        return self.reply(rid, body)
 
-    def _serve(self, conn):
+    def _serve(self, script, conn):
+        conn.settimeout(10)
         try:
-            conn.settimeout(10)
-            conn.sendall(REP_HELLO)
-            check(recv_exact(conn, 8) == b"\x00SP\x00\x00\x30\x00\x00", "client handshake")
-            while True:
-                try:
-                    (n,) = struct.unpack(">Q", recv_exact(conn, 8))
-                except (EOFError, OSError):
-                    return
-                f = recv_exact(conn, n)
-                with self.cv:
-                    self.waiting += 1
-                    self.most = max(self.most, self.waiting)
-                    self.cv.notify_all()
-                    self.cv.wait_for(lambda: self.most >= self.width, timeout=5)
-                    self.waiting -= 1
-                conn.sendall(self.reply(f[:4], f[4:]))
+            script(self, conn)
         except Exception as e:  # noqa: BLE001 -- reported by the case
             self.errors.append(e)
 
     def close(self):
-        for s in [self.lsock] + self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        shut_all([self.lsock] + self.conns)
+
+
+def at_once(fn, n):
+    """Runs fn on n threads at once and waits for them (10 s each at most)."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
 
 
 def test_pyclient_runs_calls_from_several_threads_at_once():
@@ -683,11 +680,7 @@ def test_pyclient_runs_calls_from_several_threads_at_once():
                     results.append(shop.list_products(page_size=1).products[0].name)
                 except Exception as e:  # noqa: BLE001 -- checked below
                     results.append(e)
-            threads = [threading.Thread(target=one) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(10)
+            at_once(one, 4)
             secs = time.monotonic() - t0
             check(results == ["gate"] * 4, "4 calls at once: %r" % results)
             check(peer.most == 4 and len(peer.conns) == 4 and secs < 4,
@@ -695,11 +688,7 @@ def test_pyclient_runs_calls_from_several_threads_at_once():
                   % (peer.most, len(peer.conns), secs))
             # The connections are kept: four more calls open none.
             results.clear()
-            threads = [threading.Thread(target=one) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(10)
+            at_once(one, 4)
             check(results == ["gate"] * 4 and len(peer.conns) == 4,
                   "again: %r on %d connections" % (results, len(peer.conns)))
     finally:
@@ -714,11 +703,7 @@ def test_pyclient_runs_calls_from_several_threads_at_once():
         with fake_registry([fake]) as reg, \
                 shop_client.ShopClient(reg.url, timeout=1, view_ttl=60, connections=1) as shop:
             results.clear()
-            threads = [threading.Thread(target=one) for _ in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(10)
+            at_once(one, 2)
             check(len(results) == 2 and all(isinstance(r, shop_client.ShopTimeout)
                                             for r in results),
                   "connections=1, 2 calls at once: %r" % results)
