@@ -30,6 +30,7 @@
 #include "http_session.h"
 #include "jwt_filter.h"
 #include "log.h"
+#include "stop_watchdog.h"
 #include "registry_client.h"
 #include "trace.h"
 #include "upstream.h"
@@ -161,6 +162,9 @@ int main(void)
 	gw_http_run(http, &stop_flag);
 	SHOP_LOG(INFO, "stopping");
 	status = 0;
+	/* Calls in flight end by their timeout at the latest; past that and
+	 * two seconds, nng's reaper is stuck (see stop_watchdog.h). */
+	shop_stop_watchdog_start(cfg.rpc_timeout_ms + 2000);
 out:
 	if (sig_started) {
 		if (!stop_flag)

@@ -32,3 +32,30 @@ void shop_rfc3339_ms(int64_t unix_ms, char *buf, size_t cap)
 	snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
+
+int shop_cond_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	int rv;
+
+	if ((rv = pthread_condattr_init(&ca)) != 0)
+		return rv;
+	if ((rv = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) == 0)
+		rv = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return rv;
+}
+
+struct timespec shop_mono_deadline(int64_t ms)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}

@@ -179,13 +179,7 @@ static void *health_main(void *arg)
 		h->database = db;
 		h->redis = rs;
 		h->checking = false;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += SHOP_HEALTH_INTERVAL_MS / 1000;
-		until.tv_nsec += (long)(SHOP_HEALTH_INTERVAL_MS % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = shop_mono_deadline(SHOP_HEALTH_INTERVAL_MS);
 		while (!h->stop && pthread_cond_timedwait(&h->cv, &h->mtx, &until) != ETIMEDOUT)
 			;
 	}
@@ -198,7 +192,6 @@ static void *health_main(void *arg)
 int shop_health_create(shop_health **out, const shop_health_config *c)
 {
 	shop_health *h;
-	pthread_condattr_t ca;
 
 	*out = NULL;
 	if ((h = calloc(1, sizeof(*h))) == NULL)
@@ -214,14 +207,8 @@ int shop_health_create(shop_health **out, const shop_health_config *c)
 	h->redis = c->redis_host != NULL ? SHOP_CHECK_UNKNOWN : SHOP_CHECK_NONE;
 	if (pthread_mutex_init(&h->mtx, NULL) != 0)
 		goto out_free;
-	if (pthread_condattr_init(&ca) != 0)
+	if (shop_cond_init_mono(&h->cv) != 0)
 		goto out_mtx;
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (pthread_cond_init(&h->cv, &ca) != 0) {
-		pthread_condattr_destroy(&ca);
-		goto out_mtx;
-	}
-	pthread_condattr_destroy(&ca);
 	if (c->pg_dsn != NULL || c->redis_host != NULL) {
 		if (pthread_create(&h->thread, NULL, health_main, h) != 0)
 			goto out_cv;
@@ -501,7 +488,8 @@ int shop_health_report_json(const shop_health_report *r, bool readiness, char **
 		for (size_t i = 0; i < r->n_breakers; i++) {
 			shop_buf_printf(&b, "%s", i > 0 ? "," : "");
 			jb_str(&b, r->breakers[i].name);
-			shop_buf_printf(&b, ":\"%s\"", shop_breaker_state_name(r->breakers[i].state));
+			shop_buf_printf(&b, ":\"%s\"",
+					shop_breaker_state_name(r->breakers[i].state));
 		}
 		shop_buf_printf(&b, "}");
 	}

@@ -22,6 +22,11 @@
  * (registry/main.c, SHOP_REGISTRY_LOOKUP_WARMUP_MS) counts on the 500 ms. */
 #define ADV_RECONN_MIN_MS 50
 #define ADV_RECONN_MAX_MS 500
+/* How long destroy waits for the next survey before it closes (see
+ * shop_advertiser_destroy): one survey period as last seen, plus slack,
+ * never more than this. */
+#define ADV_QUIET_SLACK_MS 100
+#define ADV_QUIET_MAX_MS   1500
 
 /* Copies a string field; false when it is missing or does not fit. */
 static bool copy_field(char *dst, size_t cap, const char *src)
@@ -61,10 +66,14 @@ struct shop_advertiser {
 	nng_socket sock;
 	nng_aio *aio;
 	bool sending;        /* the aio carries an answer, not a receive; aio callback only */
-	pthread_mutex_t mtx; /* guards self and stopping */
+	pthread_mutex_t mtx; /* guards self, stopping and the survey times */
+	pthread_cond_t cv;   /* a survey came */
 	shop_instance self;
 	bool stopping;
-	int pipes; /* connections to the registry; atomic builtins */
+	uint64_t surveys;       /* received so far */
+	int64_t last_survey_ms; /* monotonic, when the last one came */
+	int64_t period_ms;      /* between the last two; 0 until two came */
+	int pipes;              /* connections to the registry; atomic builtins */
 };
 
 /* Turns a received survey into this instance's Advert, in place. */
@@ -73,6 +82,8 @@ static int adv_fill(shop_advertiser *a, nng_msg *msg)
 	Shop__V1__Advert ad = SHOP__V1__ADVERT__INIT;
 	Shop__V1__Survey *sv;
 	shop_instance self;
+	bool stopping;
+	int64_t now;
 	size_t len;
 	int rv;
 
@@ -83,7 +94,20 @@ static int adv_fill(shop_advertiser *a, nng_msg *msg)
 
 	pthread_mutex_lock(&a->mtx);
 	self = a->self;
+	stopping = a->stopping;
+	now = shop_now_mono_us() / 1000;
+	if (a->surveys > 0)
+		a->period_ms = now - a->last_survey_ms;
+	a->last_survey_ms = now;
+	a->surveys++;
+	pthread_cond_broadcast(&a->cv);
 	pthread_mutex_unlock(&a->mtx);
+	/* Destroy closes right after this survey: an answer still on its way
+	 * to the pipe then would be lost and leaked by nng 1.5.2 (its send on
+	 * a closed pipe's aio completes nothing), and the pipe's close tells
+	 * the registry more than an answer would. */
+	if (stopping)
+		return NNG_ECLOSED;
 
 	ad.service = self.service;
 	ad.instance = self.instance;
@@ -158,8 +182,12 @@ int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const 
 		rv = NNG_ENOMEM;
 		goto out_free;
 	}
-	if ((rv = nng_respondent0_open(&a->sock)) != 0)
+	if (shop_cond_init_mono(&a->cv) != 0) {
+		rv = NNG_ENOMEM;
 		goto out_mtx;
+	}
+	if ((rv = nng_respondent0_open(&a->sock)) != 0)
+		goto out_cv;
 	if ((rv = shop_nng_socket_defaults(a->sock)) != 0 ||
 	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
 	    (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, ADV_RECONN_MAX_MS)) != 0 ||
@@ -181,6 +209,8 @@ out_aio:
 	nng_aio_free(a->aio);
 out_sock:
 	nng_close(a->sock);
+out_cv:
+	pthread_cond_destroy(&a->cv);
 out_mtx:
 	pthread_mutex_destroy(&a->mtx);
 out_free:
@@ -195,6 +225,27 @@ void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy)
 	pthread_mutex_unlock(&a->mtx);
 }
 
+/* Closing our end of a pipe while a survey is arriving on it can hang nng
+ * 1.5.2 for good: the transport's receive callback resubmits the body read
+ * on an aio the close has just stopped, nni_aio_begin refuses it without a
+ * completion, and the pipe's reaper then waits for ever; so does every
+ * later nng_close() in the process (docs/decisions.md, "nng 1.5.2
+ * defects"). Surveys come once a period, so the close waits for the next
+ * one (bounded) and goes right after it, a period away from the one after. */
+static void adv_wait_between_surveys(shop_advertiser *a)
+{
+	uint64_t seen = a->surveys;
+	int64_t wait_ms;
+	struct timespec until;
+
+	if (seen == 0 || !shop_advertiser_connected(a))
+		return;
+	wait_ms = a->period_ms > 0 ? a->period_ms + ADV_QUIET_SLACK_MS : ADV_QUIET_MAX_MS;
+	until = shop_mono_deadline(wait_ms < ADV_QUIET_MAX_MS ? wait_ms : ADV_QUIET_MAX_MS);
+	while (a->surveys == seen && pthread_cond_timedwait(&a->cv, &a->mtx, &until) != ETIMEDOUT)
+		;
+}
+
 void shop_advertiser_destroy(shop_advertiser *a)
 {
 	if (a == NULL)
@@ -202,10 +253,12 @@ void shop_advertiser_destroy(shop_advertiser *a)
 	pthread_mutex_lock(&a->mtx);
 	a->stopping = true;
 	a->self.healthy = false;
+	adv_wait_between_surveys(a);
 	pthread_mutex_unlock(&a->mtx);
 	nng_aio_stop(a->aio); /* waits for a running callback; frees a pending answer */
 	nng_close(a->sock);   /* the registry sees the pipe close */
 	nng_aio_free(a->aio);
+	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mtx);
 	free(a);
 }
@@ -409,13 +462,7 @@ static void *view_main(void *arg)
 		if (!pause)
 			continue;
 
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += v->refresh_ms / 1000;
-		until.tv_nsec += (long)(v->refresh_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = shop_mono_deadline(v->refresh_ms);
 		while (!v->stop && pthread_cond_timedwait(&v->cv, &v->mtx, &until) != ETIMEDOUT)
 			;
 	}
@@ -426,7 +473,6 @@ static void *view_main(void *arg)
 int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, int refresh_ms)
 {
 	shop_registry_view *v;
-	pthread_condattr_t ca;
 	int rv;
 
 	if (refresh_ms <= 0)
@@ -438,14 +484,7 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 		rv = NNG_ENOMEM;
 		goto out_free;
 	}
-	if (pthread_condattr_init(&ca) != 0) {
-		rv = NNG_ENOMEM;
-		goto out_mtx;
-	}
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	rv = pthread_cond_init(&v->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rv != 0) {
+	if (shop_cond_init_mono(&v->cv) != 0) {
 		rv = NNG_ENOMEM;
 		goto out_mtx;
 	}

@@ -36,7 +36,9 @@ void shop_advertiser_set_healthy(shop_advertiser *a, bool healthy);
 /* 1 while a connection to the registry is up, else 0 (health: "away"). */
 int shop_advertiser_connected(shop_advertiser *a);
 /* Deregisters: closes the socket, so the registry drops the instance at
- * once. Accepts NULL. */
+ * once. While connected it first waits for the next survey (at most the
+ * last survey period + 100 ms, never over 1.5 s) and closes right after it,
+ * away from the window where nng 1.5.2's close can hang. Accepts NULL. */
 void shop_advertiser_destroy(shop_advertiser *a);
 
 typedef struct shop_registry_view shop_registry_view;

@@ -17,12 +17,16 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry_client.h"
+#include "stop_watchdog.h"
 #include "trace.h"
 
 /* How long a stopping instance keeps taking calls after it deregistered:
  * callers refresh their registry view every 250 ms by default. */
 #define SERVICE_DEREGISTER_WAIT_MS 300
-#define SERVICE_MIGRATE_TRIES      50 /* × 200 ms: how long to wait for the database at start */
+/* The whole stop: the advertiser's close (at most 1.5 s, waiting for a
+ * survey), the deregistration wait, the drain, and a second of slack. */
+#define SERVICE_STOP_BUDGET_MS(drain_ms) (1500 + SERVICE_DEREGISTER_WAIT_MS + (drain_ms) + 1000)
+#define SERVICE_MIGRATE_TRIES            50 /* × 200 ms: how long to wait for the database at start */
 
 void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
 			      const char *def_instance, const char *def_rpc_url,
@@ -96,35 +100,6 @@ void shop_service_block_signals(void)
 /* The running service's configuration: one service per process, and the
  * worker hooks only receive the handlers' app pointer. */
 static const shop_service_config *service_cfg;
-
-/* The stop watchdog. nng 1.5.2 can leave its one pipe reaper thread waiting
- * forever on a REP pipe whose caller hung up while it was being answered
- * (docs/decisions.md, "nng 1.5.2 defects"); every later nng_close() then
- * blocks, and so would our stop, until a SIGKILL. Past the whole stop
- * budget (deregistration, drain, a second of slack) the process says so and
- * exits: what was in flight had its drain time already. */
-static void *stop_watchdog(void *arg)
-{
-	int64_t budget_ms = *(int64_t *)arg;
-
-	nanosleep(&(struct timespec){budget_ms / 1000, (budget_ms % 1000) * 1000000L}, NULL);
-	SHOP_LOG(ERROR,
-		 "stop did not finish in %lld ms (nng's pipe reaper is stuck: see "
-		 "docs/decisions.md); exiting now",
-		 (long long)budget_ms);
-	_exit(1);
-	return NULL;
-}
-
-static void stop_watchdog_start(int64_t drain_ms)
-{
-	static int64_t budget_ms;
-	pthread_t t;
-
-	budget_ms = SERVICE_DEREGISTER_WAIT_MS + drain_ms + 1000;
-	if (pthread_create(&t, NULL, stop_watchdog, &budget_ms) == 0)
-		pthread_detach(t);
-}
 
 static void *service_worker_init(void *app, int index)
 {
@@ -268,7 +243,10 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 		;
 	SHOP_LOG(INFO, "signal %d: deregistering and draining", sig);
 	status = 0;
-	stop_watchdog_start(c->drain_ms);
+	/* Past the whole stop budget (deregistration, drain, a second of
+	 * slack) the process says so and exits: what was in flight had its
+	 * drain time already. */
+	shop_stop_watchdog_start(SERVICE_STOP_BUDGET_MS(c->drain_ms));
 
 	/* Deregister first so callers stop picking us; keep serving while
 	 * their views catch up (one refresh), then finish what is in flight. */

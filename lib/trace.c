@@ -207,7 +207,6 @@ struct shop_span_queue {
 shop_span_queue *shop_span_queue_create(size_t cap)
 {
 	shop_span_queue *q;
-	pthread_condattr_t ca;
 
 	if (cap == 0 || (q = calloc(1, sizeof(*q))) == NULL)
 		return NULL;
@@ -216,14 +215,8 @@ shop_span_queue *shop_span_queue_create(size_t cap)
 	q->cap = cap;
 	if (pthread_mutex_init(&q->mtx, NULL) != 0)
 		goto out_ring;
-	if (pthread_condattr_init(&ca) != 0)
+	if (shop_cond_init_mono(&q->cv) != 0)
 		goto out_mtx;
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (pthread_cond_init(&q->cv, &ca) != 0) {
-		pthread_condattr_destroy(&ca);
-		goto out_mtx;
-	}
-	pthread_condattr_destroy(&ca);
 	return q;
 
 out_mtx:
@@ -282,13 +275,7 @@ size_t shop_span_queue_wait(shop_span_queue *q, size_t wake_at, int timeout_ms)
 	struct timespec until;
 	size_t len;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = shop_mono_deadline(timeout_ms);
 	pthread_mutex_lock(&q->mtx);
 	q->wake_at = wake_at > 0 ? wake_at : 1;
 	while (!q->closed && q->len < q->wake_at &&

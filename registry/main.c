@@ -22,6 +22,7 @@
 #include "registry.pb-c.h"
 #include "registry_table.h"
 #include "rpc_client.h"
+#include "stop_watchdog.h"
 
 /* Contexts that never hold a lookup, so that one that does not wait is
  * answered at once however many callers long-poll. */
@@ -29,6 +30,9 @@
 /* The longest the registry holds a lookup, whatever wait_ms asks: a client
  * that vanished without closing its pipe costs a context at most this long. */
 #define LOOKUP_MAX_WAIT_MS 30000
+/* A stop takes milliseconds (150 at most waiting for a quiet moment, see
+ * registry_stop); past this, nng's reaper is stuck and the process exits. */
+#define REGISTRY_STOP_BUDGET_MS 1500
 
 typedef struct registry registry;
 
@@ -70,6 +74,7 @@ struct registry {
 	reg_table *table;
 	reg_dashboard *dash; /* GET / and /v1/breakers; created by admin_start */
 	bool stopping;
+	int64_t survey_sent_ms; /* monotonic, when the last survey left; mtx */
 	int nparked;
 	uint64_t park_full_answers; /* lookups answered at once for want of a context */
 	int64_t park_full_logged_ms;
@@ -219,6 +224,14 @@ static void *survey_main(void *arg)
 			__atomic_store_n(&r->lookups_open, true, __ATOMIC_RELEASE);
 		}
 
+		/* The stop times its close from this (registry_stop). */
+		pthread_mutex_lock(&r->mtx);
+		if (r->stopping) {
+			pthread_mutex_unlock(&r->mtx);
+			break;
+		}
+		r->survey_sent_ms = now_ms();
+		pthread_mutex_unlock(&r->mtx);
 		if ((rv = survey_send(r, ++seq)) == NNG_ECLOSED)
 			break;
 		if (rv != 0)
@@ -710,10 +723,20 @@ static int admin_start(shop_admin **out, registry *r, const registry_config *c)
  * callback touches the table. */
 static void registry_stop(registry *r, bool thread_started)
 {
+	int64_t quiet_at; /* then how long until then */
+
 	pthread_mutex_lock(&r->mtx);
-	r->stopping = true;
+	r->stopping = true; /* no survey leaves after this */
 	pthread_cond_signal(&r->cv);
+	/* Closing a pipe while an answer is arriving on it can hang nng
+	 * 1.5.2's close for good (docs/decisions.md, "nng 1.5.2 defects").
+	 * Answers come within milliseconds of a survey: close once the last
+	 * one is a third of a period old (at most 150 ms). */
+	quiet_at = r->survey_sent_ms + (r->survey_ms / 3 < 150 ? r->survey_ms / 3 : 150);
 	pthread_mutex_unlock(&r->mtx);
+	quiet_at -= now_ms();
+	if (r->survey_sent_ms > 0 && quiet_at > 0)
+		nanosleep(&(struct timespec){0, quiet_at * 1000000L}, NULL);
 	/* Closing aborts a survey in progress (its receive gets NNG_ECLOSED). */
 	nng_close(r->surv);
 	if (thread_started)
@@ -794,6 +817,7 @@ int main(void)
 	if (sigwait(&sigs, &sig) == 0)
 		SHOP_LOG(INFO, "signal %d: stopping", sig);
 	status = 0;
+	shop_stop_watchdog_start(REGISTRY_STOP_BUDGET_MS);
 
 out_stop:
 	/* The admin server first: its handlers read the table. */

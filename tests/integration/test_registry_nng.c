@@ -26,6 +26,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "../cunit_main.h"
 #include "clock.h"
 #include "registry.pb-c.h"
 #include "registry_client.h"
@@ -856,6 +857,15 @@ static int suite_fini(void)
 	return 0;
 }
 
+/* The hang guard's last act: no registry outlives this process. */
+static void kill_registry_on_hang(void)
+{
+	if (registry_pid > 0)
+		kill(registry_pid, SIGKILL);
+	unlink(survey_url + strlen("ipc://"));
+	unlink(lookup_url + strlen("ipc://"));
+}
+
 /* The instance that test_killed_instance_gone_within_200ms kills. */
 static int advertise_forever(const char *url, const char *name)
 {
@@ -914,11 +924,14 @@ int main(int argc, char **argv)
 	}
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 1;
+	shop_test_hang_hook = kill_registry_on_hang;
+	shop_test_hang_guard_start();
 	s = CU_add_suite("registry_nng", suite_init, suite_fini);
 	for (size_t i = 0; s != NULL && i < sizeof(tests) / sizeof(tests[0]); i++)
 		CU_add_test(s, tests[i].name, tests[i].fn);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
+	shop_test_hang_guard_stop();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
 		 CU_get_number_of_suites_failed();
 	CU_cleanup_registry();
