@@ -74,6 +74,7 @@ struct shop_advertiser {
 	int64_t last_survey_ms; /* monotonic, when the last one came */
 	int64_t period_ms;      /* between the last two; 0 until two came */
 	int pipes;              /* connections to the registry; atomic builtins */
+	shop_dial_keeper *keeper;
 };
 
 /* Turns a received survey into this instance's Advert, in place. */
@@ -170,6 +171,11 @@ int shop_advertiser_connected(shop_advertiser *a)
 	return __atomic_load_n(&a->pipes, __ATOMIC_RELAXED) > 0;
 }
 
+static bool adv_is_up(void *arg)
+{
+	return shop_advertiser_connected(arg) != 0;
+}
+
 int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const shop_instance *self)
 {
 	shop_advertiser *a;
@@ -197,7 +203,7 @@ int shop_advertiser_create(shop_advertiser **out, const char *survey_url, const 
 	if ((rv = nng_aio_alloc(&a->aio, adv_cb, a)) != 0)
 		goto out_sock;
 	/* Non-blocking: the registry need not be up yet. */
-	if ((rv = nng_dial(a->sock, survey_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = shop_dial_keeper_start(&a->keeper, a->sock, survey_url, adv_is_up, a)) != 0) {
 		SHOP_LOG(ERROR, "advertiser: dial %s: %s", survey_url, nng_strerror(rv));
 		goto out_aio;
 	}
@@ -256,7 +262,8 @@ void shop_advertiser_destroy(shop_advertiser *a)
 	adv_wait_between_surveys(a);
 	pthread_mutex_unlock(&a->mtx);
 	nng_aio_stop(a->aio); /* waits for a running callback; frees a pending answer */
-	nng_close(a->sock);   /* the registry sees the pipe close */
+	shop_dial_keeper_stop(a->keeper);
+	nng_close(a->sock); /* the registry sees the pipe close */
 	nng_aio_free(a->aio);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mtx);
@@ -282,8 +289,10 @@ struct shop_registry_view {
 	pthread_mutex_t mtx; /* guards everything below */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on stop */
 	bool stop;
-	bool busy;           /* aio has an operation in flight (cancel it to end it) */
-	uint64_t conn_gen;   /* bumped whenever a pipe to the registry closes */
+	bool busy;         /* aio has an operation in flight (cancel it to end it) */
+	uint64_t conn_gen; /* bumped whenever a pipe to the registry closes */
+	int pipes;         /* connections to the registry */
+	shop_dial_keeper *keeper;
 	shop_instance *inst; /* sorted by service, then instance */
 	size_t n;
 	uint64_t revision;     /* 0 before the first good answer */
@@ -336,8 +345,13 @@ static void view_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	shop_registry_view *v = arg;
 
 	(void)p;
-	(void)ev; /* registered for NNG_PIPE_EV_REM_POST only */
 	pthread_mutex_lock(&v->mtx);
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		v->pipes++;
+		pthread_mutex_unlock(&v->mtx);
+		return;
+	}
+	v->pipes--;
 	v->conn_gen++;
 	if (v->busy)
 		nng_aio_cancel(v->aio);
@@ -470,6 +484,17 @@ static void *view_main(void *arg)
 	return NULL;
 }
 
+static bool view_is_up(void *arg)
+{
+	shop_registry_view *v = arg;
+	bool up;
+
+	pthread_mutex_lock(&v->mtx);
+	up = v->pipes > 0;
+	pthread_mutex_unlock(&v->mtx);
+	return up;
+}
+
 int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, int refresh_ms)
 {
 	shop_registry_view *v;
@@ -497,9 +522,10 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
 	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMINT, ADV_RECONN_MIN_MS)) != 0 ||
 	    (rv = nng_socket_set_ms(v->sock, NNG_OPT_RECONNMAXT, VIEW_RECONN_MAX_MS)) != 0 ||
+	    (rv = nng_pipe_notify(v->sock, NNG_PIPE_EV_ADD_POST, view_pipe_cb, v)) != 0 ||
 	    (rv = nng_pipe_notify(v->sock, NNG_PIPE_EV_REM_POST, view_pipe_cb, v)) != 0)
 		goto out_sock;
-	if ((rv = nng_dial(v->sock, lookup_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = shop_dial_keeper_start(&v->keeper, v->sock, lookup_url, view_is_up, v)) != 0) {
 		SHOP_LOG(ERROR, "registry view: dial %s: %s", lookup_url, nng_strerror(rv));
 		goto out_sock;
 	}
@@ -511,6 +537,7 @@ int shop_registry_view_create(shop_registry_view **out, const char *lookup_url, 
 	return 0;
 
 out_sock:
+	shop_dial_keeper_stop(v->keeper);
 	nng_close(v->sock); /* after this no pipe callback runs */
 out_aio:
 	nng_aio_free(v->aio);
@@ -536,6 +563,7 @@ void shop_registry_view_destroy(shop_registry_view *v)
 	pthread_cond_signal(&v->cv);
 	pthread_mutex_unlock(&v->mtx);
 	pthread_join(v->thread, NULL);
+	shop_dial_keeper_stop(v->keeper);
 	nng_close(v->sock); /* after this no pipe callback runs */
 	nng_aio_free(v->aio);
 	pthread_cond_destroy(&v->cv);

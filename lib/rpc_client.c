@@ -67,6 +67,7 @@ struct shop_rpc_conn {
 	struct rpc_call *q_head, *q_tail;
 	int q_len, q_max;
 	int pipes; /* connected pipes (0 or 1: one peer per socket), under mtx */
+	shop_dial_keeper *keeper;
 	void (*down_fn)(void *); /* told when the last pipe closes; under mtx */
 	void *down_arg;
 };
@@ -81,6 +82,90 @@ int shop_nng_socket_defaults(nng_socket s)
 	 * Only a socket without tcp support refuses it, and then it is moot. */
 	rv = nng_socket_set_bool(s, NNG_OPT_TCP_NODELAY, true);
 	return rv == NNG_ENOTSUP ? 0 : rv;
+}
+
+/* ---- dial keeper -------------------------------------------------------------- */
+
+#define KEEPER_CHECK_MS   250
+#define KEEPER_DOWN_TICKS 4 /* down this many checks in a row: a new dialer */
+
+struct shop_dial_keeper {
+	nng_socket sock;
+	nng_dialer dialer;
+	nng_aio *aio;
+	bool (*up)(void *arg);
+	void *arg;
+	int down_ticks; /* the aio callback's only */
+	char url[];
+};
+
+static void keeper_cb(void *arg)
+{
+	shop_dial_keeper *k = arg;
+	nng_dialer d;
+
+	if (nng_aio_result(k->aio) != 0)
+		return; /* stopped */
+	if (k->up(k->arg)) {
+		k->down_ticks = 0;
+	} else if (++k->down_ticks >= KEEPER_DOWN_TICKS) {
+		/* A dialer still trying would have connected by now if the
+		 * peer were there; a dead one never will. Either way a new one
+		 * starts dialing at once. The old one goes first, so that two
+		 * never connect to the same peer. */
+		k->down_ticks = 0;
+		nng_dialer_close(k->dialer);
+		if (nng_dialer_create(&d, k->sock, k->url) == 0) {
+			if (nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0)
+				k->dialer = d;
+			else
+				nng_dialer_close(d);
+		}
+		SHOP_LOG(DEBUG, "rpc: no connection to %s for %d ms: dialing afresh", k->url,
+			 KEEPER_CHECK_MS * KEEPER_DOWN_TICKS);
+	}
+	nng_sleep_aio(KEEPER_CHECK_MS, k->aio);
+}
+
+int shop_dial_keeper_start(shop_dial_keeper **out, nng_socket s, const char *url,
+			   bool (*up)(void *arg), void *arg)
+{
+	size_t n = strlen(url) + 1;
+	shop_dial_keeper *k;
+	int rv;
+
+	if ((k = calloc(1, sizeof(*k) + n)) == NULL)
+		return NNG_ENOMEM;
+	memcpy(k->url, url, n);
+	k->sock = s;
+	k->up = up;
+	k->arg = arg;
+	if ((rv = nng_aio_alloc(&k->aio, keeper_cb, k)) != 0)
+		goto out_free;
+	if ((rv = nng_dialer_create(&k->dialer, s, url)) != 0)
+		goto out_aio;
+	if ((rv = nng_dialer_start(k->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_dialer_close(k->dialer);
+		goto out_aio;
+	}
+	nng_sleep_aio(KEEPER_CHECK_MS, k->aio);
+	*out = k;
+	return 0;
+
+out_aio:
+	nng_aio_free(k->aio);
+out_free:
+	free(k);
+	return rv;
+}
+
+void shop_dial_keeper_stop(shop_dial_keeper *k)
+{
+	if (k == NULL)
+		return;
+	nng_aio_stop(k->aio);
+	nng_aio_free(k->aio);
+	free(k);
 }
 
 /* Pipe events, on an nng thread. When the last pipe closes the peer is
@@ -116,6 +201,11 @@ void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg)
 	c->down_fn = fn;
 	c->down_arg = arg;
 	nng_mtx_unlock(c->mtx);
+}
+
+static bool conn_is_up(void *arg)
+{
+	return shop_rpc_conn_is_up(arg);
 }
 
 bool shop_rpc_conn_is_up(shop_rpc_conn *c)
@@ -261,6 +351,7 @@ static void slot_cb(void *arg)
 /* Closes the socket and frees; no operation may be running. */
 static void conn_free(shop_rpc_conn *c)
 {
+	shop_dial_keeper_stop(c->keeper);
 	if (c->sock_open)
 		nng_close(c->sock);
 	for (int i = 0; i < c->n_slots; i++)
@@ -323,7 +414,7 @@ int shop_rpc_conn_create(shop_rpc_conn **out, const char *url, int pool, int que
 	/* Redial a restarted peer quickly. */
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
-	if ((rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0)
+	if ((rv = shop_dial_keeper_start(&c->keeper, c->sock, url, conn_is_up, c)) != 0)
 		goto out_free;
 	*out = c;
 	return 0;

@@ -77,4 +77,20 @@ void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg);
 /* Sets NNG_OPT_RECVMAXSZ and the other options every shop socket gets. */
 int shop_nng_socket_defaults(nng_socket s);
 
+/* Dials url from s (non-blocking, as nng_dial with NNG_FLAG_NONBLOCK) and
+ * keeps the dialer alive. nng 1.5.2's dialer stops for good when a peer
+ * closes a connection before the SP handshake is written on it (the write's
+ * EPIPE becomes NNG_ECLOSED, which the dialer takes for its own close;
+ * tests/nng_bugs/dialer_gives_up.c): a registry or an instance killed or
+ * restarted at that moment would never be dialed again. up(arg) says
+ * whether s has a connection; it is asked every 250 ms on an nng thread and
+ * must not block. Down for a second (longer than any of shop's redial
+ * back-offs, at most 500 ms), the dialer is replaced by a new one. */
+typedef struct shop_dial_keeper shop_dial_keeper;
+int shop_dial_keeper_start(shop_dial_keeper **out, nng_socket s, const char *url,
+			   bool (*up)(void *arg), void *arg);
+/* Stops the checks (waits for one running); before nng_close(s), whose
+ * dialers it closes. Accepts NULL. */
+void shop_dial_keeper_stop(shop_dial_keeper *k);
+
 #endif

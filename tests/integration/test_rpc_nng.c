@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -401,6 +403,78 @@ static void test_rpc_nng_server_destroy_drains_calls_in_flight(void)
 	shop_rpc_conn_destroy(NULL);
 }
 
+/* A plain UNIX socket listener that accepts and at once closes every
+ * connection: the peer of a process killed just as it accepted. */
+struct slammer {
+	int fd;
+	atomic_int accepted;
+	pthread_t thread;
+};
+
+static void *slammer_main(void *arg)
+{
+	struct slammer *sl = arg;
+	int fd;
+
+	while ((fd = accept(sl->fd, NULL, NULL)) >= 0) {
+		atomic_fetch_add(&sl->accepted, 1);
+		close(fd);
+	}
+	return NULL; /* shutdown() ends accept */
+}
+
+/* nng 1.5.2's dialer stops for good when the peer closed the connection
+ * before the SP handshake was written (EPIPE read as NNG_ECLOSED;
+ * tests/nng_bugs/dialer_gives_up.c). The connection's dial keeper replaces
+ * such a dialer: it goes on dialing, and connects once a server listens. */
+static void test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct slammer sl = {.fd = -1};
+	shop_rpc_server_config cfg = {.workers = 1, .methods = methods, .n_methods = 1};
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp = NULL;
+	shop_rpc_call_opts o;
+	shop_rpc_server *srv = NULL;
+	shop_rpc_conn *c = NULL;
+	char ipc_url[sizeof(sa.sun_path) + 8];
+	int64_t t0;
+	int n;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/shop-rpctest-%d-slam.ipc", (int)getpid());
+	snprintf(ipc_url, sizeof(ipc_url), "ipc://%s", sa.sun_path);
+	unlink(sa.sun_path);
+	CU_ASSERT_FATAL((sl.fd = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0);
+	CU_ASSERT_FATAL(bind(sl.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CU_ASSERT_FATAL(listen(sl.fd, 16) == 0);
+	CU_ASSERT_FATAL(pthread_create(&sl.thread, NULL, slammer_main, &sl) == 0);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, ipc_url, 2, 4), 0);
+	/* A bare nng dialer is dead after its first such connection. */
+	nng_msleep(2500);
+	n = atomic_load(&sl.accepted);
+	printf("\n    %d connections closed by the peer in 2.5 s ", n);
+	CU_ASSERT(n >= 2);
+	shutdown(sl.fd, SHUT_RDWR);
+	pthread_join(sl.thread, NULL);
+	close(sl.fd);
+	unlink(sa.sun_path);
+
+	cfg.url = ipc_url;
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&srv, &cfg), 0);
+	t0 = shop_now_mono_us();
+	while (!shop_rpc_conn_is_up(c) && shop_now_mono_us() - t0 < 3000000)
+		nng_msleep(10);
+	printf("up %lld ms after the server started ", (long long)(shop_now_mono_us() - t0) / 1000);
+	CU_ASSERT(shop_rpc_conn_is_up(c));
+	o = opts_in(3000);
+	CU_ASSERT_EQUAL(shop_rpc_conn_call_sync(c, LIST_METHOD, &req.base, &o, &resp), 0);
+	CU_ASSERT(resp != NULL && resp->code == 0);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(srv, 1000);
+}
+
 SHOP_TEST_MAIN("rpc_nng",
 	       {"server starts with its workers", test_rpc_nng_server_starts_with_workers},
 	       {"sync round trip", test_rpc_nng_sync_round_trip},
@@ -415,6 +489,8 @@ SHOP_TEST_MAIN("rpc_nng",
 		test_rpc_nng_client_passed_deadline_fails_without_sending},
 	       {"slow server: NNG_ETIMEDOUT, once", test_rpc_nng_slow_server_times_out_once},
 	       {"no server: NNG_ETIMEDOUT", test_rpc_nng_no_server_times_out},
+	       {"dials again after a peer closed during the handshake",
+		test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake},
 	       {"conn destroy fails calls in flight with NNG_ECLOSED",
 		test_rpc_nng_destroy_fails_calls_in_flight},
 	       {"server destroy lets calls in flight finish",
