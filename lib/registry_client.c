@@ -277,6 +277,9 @@ void shop_advertiser_destroy(shop_advertiser *a)
 #define VIEW_RECONN_MAX_MS 100
 /* How long the registry may hold a lookup (it caps this itself, at 30 s). */
 #define VIEW_WAIT_MS 10000
+/* Lookups in a row a live connection may leave unanswered before the view
+ * drops it (see view_main). */
+#define VIEW_UNANSWERED_MAX 2
 /* Added to the wait for the answer's receive timeout: time to answer and
  * for the answer to travel. */
 #define VIEW_SLACK_MS 2000
@@ -292,6 +295,8 @@ struct shop_registry_view {
 	bool busy;         /* aio has an operation in flight (cancel it to end it) */
 	uint64_t conn_gen; /* bumped whenever a pipe to the registry closes */
 	int pipes;         /* connections to the registry */
+	nng_pipe pipe;     /* the last one made */
+	int unanswered;    /* lookups in a row that a live connection left unanswered */
 	shop_dial_keeper *keeper;
 	shop_instance *inst; /* sorted by service, then instance */
 	size_t n;
@@ -344,10 +349,11 @@ static void view_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	shop_registry_view *v = arg;
 
-	(void)p;
 	pthread_mutex_lock(&v->mtx);
 	if (ev == NNG_PIPE_EV_ADD_POST) {
 		v->pipes++;
+		v->pipe = p;
+		v->unanswered = 0;
 		pthread_mutex_unlock(&v->mtx);
 		return;
 	}
@@ -473,6 +479,26 @@ static void *view_main(void *arg)
 			SHOP_LOG(INFO, "registry view: lookups answered again (revision %llu)",
 				 (unsigned long long)v->revision);
 		v->failing = rv != 0;
+		/* A lookup for the table at once that times out on a live
+		 * connection: the registry is not reading it (seen, rarely,
+		 * right after a registry restart; docs/decisions.md). A fresh
+		 * connection gets answered: drop this one after a second such
+		 * lookup; the dialer makes the next. */
+		v->unanswered = rv == NNG_ETIMEDOUT && wait_revision == 0 && v->pipes > 0
+				    ? v->unanswered + 1
+				    : 0;
+		if (v->unanswered >= VIEW_UNANSWERED_MAX) {
+			nng_pipe p = v->pipe;
+
+			SHOP_LOG(WARN,
+				 "registry view: %d lookups unanswered on a live connection; "
+				 "connecting afresh",
+				 v->unanswered);
+			v->unanswered = 0;
+			pthread_mutex_unlock(&v->mtx);
+			nng_pipe_close(p);
+			pthread_mutex_lock(&v->mtx);
+		}
 		if (!pause)
 			continue;
 

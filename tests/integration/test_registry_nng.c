@@ -9,7 +9,9 @@
  * runs as a child on private ipc:// addresses. A killed instance is this
  * same binary re-executed as "--advertise URL NAME". */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <CUnit/Basic.h>
@@ -833,6 +836,69 @@ static void test_view_destroy_is_prompt_while_the_registry_is_down(void)
 	CU_ASSERT(mono_ms() - t0 < 150);
 }
 
+/* A registry whose lookup socket completes the SP handshake (as a REP
+ * peer) and then reads nothing: what the view met, rarely, right after a
+ * registry restart. It counts the connections it accepted. */
+struct mute_registry {
+	int fd;
+	atomic_int accepted;
+	int conns[8];
+	pthread_t thread;
+};
+
+static void *mute_main(void *arg)
+{
+	static const uint8_t rep_header[8] = {0, 'S', 'P', 0, 0, 49, 0, 0}; /* REP v0 */
+	struct mute_registry *m = arg;
+	uint8_t head[8];
+	int fd, n;
+
+	while ((fd = accept(m->fd, NULL, NULL)) >= 0) {
+		n = atomic_fetch_add(&m->accepted, 1);
+		if (n >= 8 || read(fd, head, sizeof(head)) != (ssize_t)sizeof(head) ||
+		    write(fd, rep_header, sizeof(rep_header)) != (ssize_t)sizeof(rep_header)) {
+			close(fd);
+			continue;
+		}
+		m->conns[n] = fd; /* kept open, never read again */
+	}
+	return NULL;
+}
+
+static void test_view_drops_a_connection_that_stops_answering(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct mute_registry m = {.fd = -1};
+	shop_registry_view *v = NULL;
+	char url[sizeof(sa.sun_path) + 8];
+	int64_t t0;
+	int n;
+
+	memset(m.conns, -1, sizeof(m.conns));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/shop-regtest-%d-mute.ipc", (int)getpid());
+	snprintf(url, sizeof(url), "ipc://%s", sa.sun_path);
+	unlink(sa.sun_path);
+	CU_ASSERT_FATAL((m.fd = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0);
+	CU_ASSERT_FATAL(bind(m.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CU_ASSERT_FATAL(listen(m.fd, 8) == 0);
+	CU_ASSERT_FATAL(pthread_create(&m.thread, NULL, mute_main, &m) == 0);
+	CU_ASSERT_FATAL(shop_registry_view_create(&v, url, REFRESH_MS) == 0);
+	/* Two unanswered lookups of 2 s each, then a new connection. */
+	t0 = mono_ms();
+	while ((n = atomic_load(&m.accepted)) < 2 && mono_ms() - t0 < 8000)
+		nng_msleep(10);
+	printf("\n    second connection after %lld ms ", (long long)(mono_ms() - t0));
+	CU_ASSERT(n >= 2);
+	shop_registry_view_destroy(v);
+	shutdown(m.fd, SHUT_RDWR);
+	pthread_join(m.thread, NULL);
+	close(m.fd);
+	for (int i = 0; i < 8; i++)
+		if (m.conns[i] >= 0)
+			close(m.conns[i]);
+	unlink(sa.sun_path);
+}
+
 /* ---- harness ------------------------------------------------------------------ */
 
 static int suite_init(void)
@@ -912,6 +978,8 @@ int main(int argc, char **argv)
 	     test_registry_exits_0_on_sigterm_with_lookups_held},
 	    {"view destroy is prompt while the registry is down",
 	     test_view_destroy_is_prompt_while_the_registry_is_down},
+	    {"view drops a connection that stops answering",
+	     test_view_drops_a_connection_that_stops_answering},
 	};
 	CU_pSuite s;
 	unsigned failed;
