@@ -315,7 +315,6 @@ static void *dash_main(void *arg)
 
 int reg_dashboard_create(reg_dashboard **out, const reg_dashboard_config *cfg)
 {
-	pthread_condattr_t ca;
 	reg_dashboard *d;
 	const char *why;
 	int rv;
@@ -335,11 +334,7 @@ int reg_dashboard_create(reg_dashboard **out, const reg_dashboard_config *cfg)
 	d->wanted_ms = d->started_ms - cfg->idle_ms - 1;
 	if ((rv = pthread_mutex_init(&d->mtx, NULL)) != 0)
 		goto out_free;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	rv = pthread_cond_init(&d->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rv != 0)
+	if ((rv = shop_cond_init_mono(&d->cv)) != 0)
 		goto out_mtx;
 	if ((rv = pthread_create(&d->thread, NULL, dash_main, d)) != 0)
 		goto out_cv;

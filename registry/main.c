@@ -769,7 +769,6 @@ int main(void)
 	registry_config cfg;
 	registry r = {0};
 	shop_admin *admin = NULL;
-	pthread_condattr_t ca;
 	bool thread_started = false;
 	sigset_t sigs;
 	int sig, rv, status = 1;
@@ -790,11 +789,7 @@ int main(void)
 
 	if (pthread_mutex_init(&r.mtx, NULL) != 0)
 		return 1;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	rv = pthread_cond_init(&r.cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rv != 0)
+	if ((rv = shop_cond_init_mono(&r.cv)) != 0)
 		goto out_mtx;
 	if (reg_table_create(&r.table, cfg.misses, on_table_event, &r) != 0)
 		goto out_cv;
