@@ -9,6 +9,14 @@
  * shop_rpc_conn_call). When a call is done the slot takes the next queued
  * call or goes back to the idle stack.
  *
+ * The zero sleep runs on a second aio of the slot's (sleep_aio), never on
+ * the one that sends and receives: nng 1.5.2's nni_sleep_aio sets the aio's
+ * a_expire_ok flag and only a stop clears it, so a later send or receive
+ * timeout on that aio would complete with result 0 — a receive with no
+ * message, a send that sent nothing (docs/decisions.md, "nng 1.5.2
+ * defects"). slot_cb still checks both lies, in case another path ever
+ * sets the flag.
+ *
  * Locking: c->mtx guards the idle stack, the queue, the closing flag and
  * every slot's state. Operations are started with c->mtx held so that
  * destroy, which sets closing under the lock and then stops each aio, can
@@ -49,7 +57,8 @@ struct rpc_slot {
 	shop_rpc_conn *c;
 	int index;
 	nng_ctx ctx;
-	nng_aio *aio;
+	nng_aio *aio;          /* send and receive only; never slept on */
+	nng_aio *sleep_aio;    /* the EXPIRED path's zero sleep only */
 	enum slot_state state; /* under c->mtx */
 	struct rpc_call *call; /* the running call; NULL when idle */
 };
@@ -185,7 +194,7 @@ static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		c->pipes++;
 	} else if (ev == NNG_PIPE_EV_REM_POST && c->pipes > 0 && --c->pipes == 0) {
 		for (int i = 0; i < c->n_slots; i++)
-			if (c->slots[i].call != NULL)
+			if (c->slots[i].call != NULL && c->slots[i].state != SLOT_EXPIRED)
 				nng_aio_abort(c->slots[i].aio, NNG_ECONNRESET);
 		down_fn = c->down_fn;
 		down_arg = c->down_arg;
@@ -242,8 +251,7 @@ static void slot_start(struct rpc_slot *slot, struct rpc_call *call)
 	slot->call = call;
 	if (left <= 0) {
 		slot->state = SLOT_EXPIRED;
-		nng_aio_set_timeout(slot->aio, NNG_DURATION_INFINITE);
-		nng_sleep_aio(0, slot->aio);
+		nng_sleep_aio(0, slot->sleep_aio);
 		return;
 	}
 	slot->state = SLOT_SEND;
@@ -299,6 +307,10 @@ static void slot_cb(void *arg)
 
 	switch (state) {
 	case SLOT_SEND:
+		/* A send that succeeded has handed its message to nng; one
+		 * still on the aio timed out (the a_expire_ok lie). */
+		if (rv == 0 && nng_aio_get_msg(slot->aio) != NULL)
+			rv = NNG_ETIMEDOUT;
 		if (rv != 0) {
 			/* A failed send leaves the message with us. */
 			nng_msg_free(nng_aio_get_msg(slot->aio));
@@ -326,6 +338,10 @@ static void slot_cb(void *arg)
 			break;
 		msg = nng_aio_get_msg(slot->aio);
 		nng_aio_set_msg(slot->aio, NULL);
+		if (msg == NULL) { /* "succeeded" without a message: timed out */
+			rv = NNG_ETIMEDOUT;
+			break;
+		}
 		resp = shop__v1__rpc_response__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
 		if (resp == NULL) {
 			SHOP_LOG(WARN, "rpc: %s: reply of %zu bytes is not an RpcResponse", c->url,
@@ -335,9 +351,8 @@ static void slot_cb(void *arg)
 		nng_msg_free(msg);
 		break;
 	case SLOT_EXPIRED:
-		/* The zero sleep either ran out (0) or was stopped by destroy. */
-		rv = rv == 0 || rv == NNG_ETIMEDOUT ? NNG_ETIMEDOUT : NNG_ECLOSED;
-		break;
+		/* Only sleep_aio runs in this state (sleep_cb). */
+		return;
 	case SLOT_IDLE:
 	default:
 		return; /* no call on this slot; nothing to report */
@@ -348,14 +363,25 @@ static void slot_cb(void *arg)
 	slot_finish(slot, rv, resp);
 }
 
+/* The EXPIRED path's zero sleep ended: it ran out (0) or destroy stopped it. */
+static void sleep_cb(void *arg)
+{
+	struct rpc_slot *slot = arg;
+	int rv = nng_aio_result(slot->sleep_aio);
+
+	slot_finish(slot, rv == 0 || rv == NNG_ETIMEDOUT ? NNG_ETIMEDOUT : NNG_ECLOSED, NULL);
+}
+
 /* Closes the socket and frees; no operation may be running. */
 static void conn_free(shop_rpc_conn *c)
 {
 	shop_dial_keeper_stop(c->keeper);
 	if (c->sock_open)
 		nng_close(c->sock);
-	for (int i = 0; i < c->n_slots; i++)
+	for (int i = 0; i < c->n_slots; i++) {
 		nng_aio_free(c->slots[i].aio);
+		nng_aio_free(c->slots[i].sleep_aio);
+	}
 	free(c->slots);
 	free(c->idle);
 	if (c->mtx != NULL)
@@ -405,6 +431,10 @@ int shop_rpc_conn_create(shop_rpc_conn **out, const char *url, int pool, int que
 			goto out_free;
 		if ((rv = nng_aio_alloc(&slot->aio, slot_cb, slot)) != 0)
 			goto out_free;
+		if ((rv = nng_aio_alloc(&slot->sleep_aio, sleep_cb, slot)) != 0) {
+			nng_aio_free(slot->aio);
+			goto out_free;
+		}
 		c->n_slots++;
 		c->idle[c->n_idle++] = i;
 	}
@@ -445,8 +475,10 @@ void shop_rpc_conn_destroy(shop_rpc_conn *c)
 	}
 	/* Cancels each running call (its callback reports NNG_ECLOSED) and
 	 * waits for the callback; with closing set no slot starts another. */
-	for (int i = 0; i < c->n_slots; i++)
+	for (int i = 0; i < c->n_slots; i++) {
 		nng_aio_stop(c->slots[i].aio);
+		nng_aio_stop(c->slots[i].sleep_aio);
+	}
 	conn_free(c);
 }
 

@@ -43,7 +43,11 @@ typedef enum {
 } lookup_state;
 
 /* One REP context answering lookups, one at a time. Its one aio carries the
- * receive, the park (nng_sleep_aio, cancelled to wake it) and the send. */
+ * receive, the park (nng_sleep_aio, cancelled to wake it) and the send.
+ * Safe only because no timeout is ever set on it: in nng 1.5.2 a sleep
+ * leaves the aio's a_expire_ok set, and a later timeout of a receive or a
+ * send on it would complete with result 0 (docs/decisions.md). A timeout
+ * here needs a separate park aio first. */
 typedef struct lookup_worker {
 	registry *r;
 	nng_ctx ctx;

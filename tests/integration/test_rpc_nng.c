@@ -342,6 +342,60 @@ static void test_rpc_nng_slow_server_times_out_once(void)
 	shop_rpc_conn_destroy(c);
 }
 
+/* nng 1.5.2: a zero sleep on an aio sets its a_expire_ok flag for good, so a
+ * later receive timeout on that aio "succeeds" with no message (the gateway
+ * crashed on it) and a send timeout "succeeds" unsent. A slot's expired-call
+ * sleep must never make its next call lie: pool 1, so both calls use the
+ * one slot. */
+static void test_rpc_nng_after_an_expired_call_a_receive_timeout_is_etimedout(void)
+{
+	shop_rpc_conn *c = NULL;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, url, 1, 1), 0);
+	CU_ASSERT_EQUAL(call_list(c, 0, 0, "", -10), 0);
+	CU_ASSERT_EQUAL(col_wait(1, 2000), 1);
+	/* The server sleeps 600 ms: the receive times out at 200. */
+	CU_ASSERT_EQUAL(call_list(c, 1, 600, "sleep", 200), 0);
+	CU_ASSERT_EQUAL(col_wait(2, 3000), 2);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.rv[0], NNG_ETIMEDOUT);
+	CU_ASSERT_EQUAL(col.count[1], 1);
+	CU_ASSERT_EQUAL(col.rv[1], NNG_ETIMEDOUT);
+	pthread_mutex_unlock(&col.mtx);
+	nng_msleep(500); /* the late reply arrives and is dropped */
+	CU_ASSERT_EQUAL(call_list(c, 2, 0, "", 3000), 0);
+	CU_ASSERT_EQUAL(col_wait(3, 3000), 3);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.rv[2], 0);
+	CU_ASSERT_EQUAL(col.code[2], 0);
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
+/* The same for a send that cannot go out (nothing listens): NNG_ETIMEDOUT,
+ * never a "sent" call that then waits for a reply. */
+static void test_rpc_nng_after_an_expired_call_a_send_timeout_is_etimedout(void)
+{
+	shop_rpc_conn *c = NULL;
+	int64_t t0, elapsed;
+
+	col_reset();
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, dead_url, 1, 1), 0);
+	CU_ASSERT_EQUAL(call_list(c, 0, 0, "", -10), 0);
+	CU_ASSERT_EQUAL(col_wait(1, 2000), 1);
+	t0 = shop_now_mono_us();
+	CU_ASSERT_EQUAL(call_list(c, 1, 0, "", 300), 0);
+	CU_ASSERT_EQUAL(col_wait(2, 3000), 2);
+	elapsed = (shop_now_mono_us() - t0) / 1000;
+	CU_ASSERT(elapsed >= 250 && elapsed < 1500);
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.count[1], 1);
+	CU_ASSERT_EQUAL(col.rv[1], NNG_ETIMEDOUT);
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
 static void test_rpc_nng_no_server_times_out(void)
 {
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
@@ -489,6 +543,10 @@ SHOP_TEST_MAIN("rpc_nng",
 		test_rpc_nng_client_passed_deadline_fails_without_sending},
 	       {"slow server: NNG_ETIMEDOUT, once", test_rpc_nng_slow_server_times_out_once},
 	       {"no server: NNG_ETIMEDOUT", test_rpc_nng_no_server_times_out},
+	       {"after an expired call, a receive timeout is NNG_ETIMEDOUT",
+		test_rpc_nng_after_an_expired_call_a_receive_timeout_is_etimedout},
+	       {"after an expired call, a send timeout is NNG_ETIMEDOUT",
+		test_rpc_nng_after_an_expired_call_a_send_timeout_is_etimedout},
 	       {"dials again after a peer closed during the handshake",
 		test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake},
 	       {"conn destroy fails calls in flight with NNG_ECLOSED",
