@@ -185,14 +185,17 @@ static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id,
 
 	if (numeric_date(c, "exp", &has_exp, &exp) != 0 || !has_exp ||
 	    numeric_date(c, "nbf", &has_nbf, &nbf) != 0 ||
-	    numeric_date(c, "iat", &has_iat, &iat) != 0)
+	    numeric_date(c, "iat", &has_iat, &iat) != 0 || !has_iat)
 		return GW_JWT_BAD_TIME;
 	/* RFC 7519 §4.1.4: now must be before exp; the leeway absorbs the
 	 * skew between svc-auth's clock and ours. */
 	if (now >= exp + GW_JWT_LEEWAY_S)
 		return GW_JWT_EXPIRED;
-	if ((has_nbf && nbf > now + GW_JWT_LEEWAY_S) || (has_iat && iat > now + GW_JWT_LEEWAY_S))
+	if ((has_nbf && nbf > now + GW_JWT_LEEWAY_S) || iat > now + GW_JWT_LEEWAY_S)
 		return GW_JWT_NOT_YET_VALID;
+	/* Both are at most 2^53 - 1 (numeric_date): no overflow. */
+	if (exp < iat || exp - iat > GW_JWT_MAX_LIFETIME_S)
+		return GW_JWT_TOO_LONG_LIVED;
 	if (!cJSON_IsString(iss) || strcmp(iss->valuestring, GW_JWT_ISSUER) != 0)
 		return GW_JWT_BAD_ISSUER;
 	if (parse_subject(c, user_id) != 0)
@@ -203,7 +206,7 @@ static gw_jwt_result check_claims(const cJSON *c, int64_t now, int64_t *user_id,
 	*not_before_out = INT64_MIN;
 	if (has_nbf)
 		*not_before_out = nbf;
-	if (has_iat && iat > *not_before_out)
+	if (iat > *not_before_out)
 		*not_before_out = iat;
 	return GW_JWT_OK;
 }
@@ -286,7 +289,8 @@ static gw_jwt_result libjwt_verify(const gw_jwt_config *cfg, const char *tok, si
  * GW_JWT_OK, *user_id and *exp are the token's sub and exp, *not_before
  * the latest of its nbf and iat (INT64_MIN without either). */
 static gw_jwt_result verify_token(const gw_jwt_config *cfg, const char *tok, size_t len,
-				  int64_t now_unix, int64_t *user_id, int64_t *exp, int64_t *not_before)
+				  int64_t now_unix, int64_t *user_id, int64_t *exp,
+				  int64_t *not_before)
 {
 	const char *seg[3];
 	size_t seg_len[3];
@@ -463,11 +467,13 @@ const char *gw_jwt_result_str(gw_jwt_result r)
 	case GW_JWT_BAD_SIGNATURE:
 		return "bad signature, or libjwt refused it";
 	case GW_JWT_BAD_TIME:
-		return "exp missing, or a time claim not an integer";
+		return "exp or iat missing, or a time claim not an integer";
 	case GW_JWT_EXPIRED:
 		return "expired";
 	case GW_JWT_NOT_YET_VALID:
 		return "not yet valid";
+	case GW_JWT_TOO_LONG_LIVED:
+		return "lifetime (exp - iat) over one hour";
 	case GW_JWT_BAD_ISSUER:
 		return "wrong issuer";
 	case GW_JWT_BAD_SUBJECT:

@@ -20,6 +20,11 @@
 #define GW_JWT_MIN_KEY   32          /* bytes of SHOP_JWT_SECRET */
 #define GW_JWT_ISSUER    "shop-auth" /* the only accepted iss */
 #define GW_JWT_LEEWAY_S  60          /* clock skew allowed on exp, nbf and iat */
+/* The longest lifetime (exp - iat) taken: svc-auth issues one-hour tokens
+ * (exp = iat + 3600); the leeway covers a signer whose clock ticked between
+ * the two readings. A longer-lived token is forged or from a misconfigured
+ * signer; either way it would outlive every revocation window. */
+#define GW_JWT_MAX_LIFETIME_S (3600 + GW_JWT_LEEWAY_S)
 
 typedef struct gw_jwt_config {
 	const unsigned char *key; /* borrowed: SHOP_JWT_SECRET's bytes */
@@ -37,20 +42,22 @@ typedef enum gw_jwt_result {
 	 * Authorization header, an empty one, or another scheme ("Basic …"),
 	 * i.e. the client did not attempt Bearer authentication. */
 	GW_JWT_MISSING,
-	GW_JWT_MALFORMED,     /* "Bearer" without a token, stray characters, not three
-				 non-empty base64url segments, padding */
-	GW_JWT_TOO_LONG,      /* token over GW_JWT_MAX_TOKEN bytes */
-	GW_JWT_BAD_JSON,      /* header or payload not a JSON object, or a member repeated */
-	GW_JWT_BAD_HEADER,    /* alg not exactly "HS256", typ not "JWT", crit present */
-	GW_JWT_BAD_SIGNATURE, /* not 32 bytes, or libjwt refused the token (the HMAC,
-				 or its own JSON parse, e.g. of 1e400) */
-	GW_JWT_BAD_TIME,      /* exp, nbf or iat missing (exp) or not an integer NumericDate */
-	GW_JWT_EXPIRED,       /* exp + leeway ≤ now */
-	GW_JWT_NOT_YET_VALID, /* nbf or iat later than now + leeway */
-	GW_JWT_BAD_ISSUER,    /* iss not the string GW_JWT_ISSUER */
-	GW_JWT_BAD_SUBJECT,   /* sub not a string holding a positive 63-bit integer */
-	GW_JWT_NO_KEY,        /* the configuration holds no usable key (fails closed) */
-	GW_JWT_INTERNAL,      /* out of memory */
+	GW_JWT_MALFORMED,      /* "Bearer" without a token, stray characters, not three
+				  non-empty base64url segments, padding */
+	GW_JWT_TOO_LONG,       /* token over GW_JWT_MAX_TOKEN bytes */
+	GW_JWT_BAD_JSON,       /* header or payload not a JSON object, or a member repeated */
+	GW_JWT_BAD_HEADER,     /* alg not exactly "HS256", typ not "JWT", crit present */
+	GW_JWT_BAD_SIGNATURE,  /* not 32 bytes, or libjwt refused the token (the HMAC,
+				  or its own JSON parse, e.g. of 1e400) */
+	GW_JWT_BAD_TIME,       /* exp or iat missing, or exp, nbf or iat not an integer
+				  NumericDate */
+	GW_JWT_EXPIRED,        /* exp + leeway ≤ now */
+	GW_JWT_NOT_YET_VALID,  /* nbf or iat later than now + leeway */
+	GW_JWT_TOO_LONG_LIVED, /* exp - iat over GW_JWT_MAX_LIFETIME_S, or exp before iat */
+	GW_JWT_BAD_ISSUER,     /* iss not the string GW_JWT_ISSUER */
+	GW_JWT_BAD_SUBJECT,    /* sub not a string holding a positive 63-bit integer */
+	GW_JWT_NO_KEY,         /* the configuration holds no usable key (fails closed) */
+	GW_JWT_INTERNAL,       /* out of memory */
 } gw_jwt_result;
 
 /* Verifies an Authorization header value (NULL when the header is absent)

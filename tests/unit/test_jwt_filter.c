@@ -160,16 +160,17 @@ static void test_jwt_accepts_a_good_token_with_its_user_id(void)
 	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, claims("9223372036854775807", NOW, NOW + 1))),
 			GW_JWT_OK);
 	CU_ASSERT_EQUAL(last_id, INT64_MAX);
-	/* Without typ, iat or nbf; with an nbf in the past. */
-	CU_ASSERT_EQUAL(
-	    verify(token("{\"alg\":\"HS256\"}",
-			 fmt("{\"iss\":\"shop-auth\",\"sub\":\"7\",\"exp\":%lld}", NOW + 10))),
-	    GW_JWT_OK);
+	/* Without typ or nbf; with an nbf in the past. */
+	CU_ASSERT_EQUAL(verify(token("{\"alg\":\"HS256\"}",
+				     fmt("{\"iss\":\"shop-auth\",\"sub\":\"7\",\"iat\":%lld,"
+					 "\"exp\":%lld}",
+					 NOW, NOW + 10))),
+			GW_JWT_OK);
 	CU_ASSERT_EQUAL(last_id, 7);
 	CU_ASSERT_EQUAL(
-	    verify(token(GOOD_HEADER,
-			 fmt("{\"iss\":\"shop-auth\",\"sub\":\"7\",\"exp\":%lld,\"nbf\":%lld}",
-			     NOW + 10, NOW - 10))),
+	    verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"sub\":\"7\",\"iat\":%lld,"
+					  "\"exp\":%lld,\"nbf\":%lld}",
+					  NOW, NOW + 10, NOW - 10))),
 	    GW_JWT_OK);
 	drop_all();
 }
@@ -295,8 +296,9 @@ static const char *padded_token(size_t n)
 	memset(pad, 'x', n);
 	pad[n] = '\0';
 	return token(GOOD_HEADER,
-		     fmt("{\"iss\":\"shop-auth\",\"sub\":\"5\",\"exp\":%lld,\"pad\":\"%s\"}",
-			 NOW + 60, pad));
+		     fmt("{\"iss\":\"shop-auth\",\"sub\":\"5\",\"iat\":%lld,\"exp\":%lld,"
+			 "\"pad\":\"%s\"}",
+			 NOW, NOW + 60, pad));
 }
 
 static void test_jwt_refuses_tokens_over_8_kib(void)
@@ -528,20 +530,52 @@ static void test_jwt_exp_is_required_and_an_integer(void)
 	    GW_JWT_BAD_SIGNATURE);
 	/* An integer written with an exponent is still an integer. */
 	CU_ASSERT_EQUAL(
-	    verify(token(GOOD_HEADER, "{\"iss\":\"shop-auth\",\"sub\":\"42\",\"exp\":1.8e9}")),
+	    verify(token(GOOD_HEADER, "{\"iss\":\"shop-auth\",\"sub\":\"42\",\"iat\":1.7e9,"
+				      "\"exp\":1.7000036e9}")),
 	    GW_JWT_OK);
+	drop_all();
+}
+
+/* svc-auth's tokens live one hour (exp = iat + 3600); a correctly signed
+ * token that lives longer (exp = 1e10, year 2286), or whose exp is before
+ * its iat, or that has no iat, is refused. */
+static void test_jwt_lifetime_is_at_most_one_hour_plus_the_leeway(void)
+{
+	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, claims("42", NOW, NOW + 3600))), GW_JWT_OK);
+	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, claims("42", NOW, NOW + GW_JWT_MAX_LIFETIME_S))),
+			GW_JWT_OK);
+	ASSERT_REFUSED(
+	    verify(token(GOOD_HEADER, claims("42", NOW, NOW + GW_JWT_MAX_LIFETIME_S + 1))),
+	    GW_JWT_TOO_LONG_LIVED);
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, claims("42", NOW, 10000000000LL))),
+		       GW_JWT_TOO_LONG_LIVED);
+	ASSERT_REFUSED(
+	    verify(token(
+		GOOD_HEADER,
+		fmt("{\"iss\":\"shop-auth\",\"sub\":\"42\",\"iat\":%lld,\"exp\":1e10}", NOW))),
+	    GW_JWT_TOO_LONG_LIVED);
+	/* An old iat with a fresh exp is as long-lived. */
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, claims("42", NOW - 86400, NOW + 60))),
+		       GW_JWT_TOO_LONG_LIVED);
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, claims("42", NOW + 30, NOW + 20))),
+		       GW_JWT_TOO_LONG_LIVED);
+	ASSERT_REFUSED(
+	    verify(token(GOOD_HEADER,
+			 fmt("{\"iss\":\"shop-auth\",\"sub\":\"42\",\"exp\":%lld}", NOW + 10))),
+	    GW_JWT_BAD_TIME);
 	drop_all();
 }
 
 static void test_jwt_refuses_nbf_and_iat_in_the_future(void)
 {
-	const char *f = "{\"iss\":\"shop-auth\",\"sub\":\"42\",\"exp\":%lld,\"nbf\":%lld}";
+	const char *f = "{\"iss\":\"shop-auth\",\"sub\":\"42\",\"iat\":%lld,\"exp\":%lld,"
+			"\"nbf\":%lld}";
 
-	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, NOW + 7200, NOW + 61))),
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, NOW, NOW + 3600, NOW + 61))),
 		       GW_JWT_NOT_YET_VALID);
-	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, NOW + 7200, NOW + 3600))),
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, NOW, NOW + 3600, NOW + 3600))),
 		       GW_JWT_NOT_YET_VALID);
-	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, fmt(f, NOW + 7200, NOW + GW_JWT_LEEWAY_S))),
+	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, fmt(f, NOW, NOW + 3600, NOW + GW_JWT_LEEWAY_S))),
 			GW_JWT_OK);
 	ASSERT_REFUSED(verify(token(GOOD_HEADER, claims("42", NOW + 61, NOW + 3661))),
 		       GW_JWT_NOT_YET_VALID);
@@ -550,9 +584,9 @@ static void test_jwt_refuses_nbf_and_iat_in_the_future(void)
 	CU_ASSERT_EQUAL(verify(token(GOOD_HEADER, claims("42", NOW + 60, NOW + 3660))), GW_JWT_OK);
 	/* Present but not an integer. */
 	ASSERT_REFUSED(
-	    verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"sub\":\"42\",\"exp\":%lld,"
-					  "\"nbf\":\"%lld\"}",
-					  NOW + 60, NOW))),
+	    verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"sub\":\"42\",\"iat\":%lld,"
+					  "\"exp\":%lld,\"nbf\":\"%lld\"}",
+					  NOW, NOW + 60, NOW))),
 	    GW_JWT_BAD_TIME);
 	ASSERT_REFUSED(
 	    verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"sub\":\"42\",\"exp\":%lld,"
@@ -568,12 +602,13 @@ static void test_jwt_refuses_a_wrong_issuer(void)
 {
 	const char *iss[] = {"\"shop-auth2\"", "\"Shop-Auth\"",  "\"shop-auth \"", "\"\"", "1",
 			     "null",           "[\"shop-auth\"]"};
-	const char *f = "{\"iss\":%s,\"sub\":\"42\",\"exp\":%lld}";
+	const char *f = "{\"iss\":%s,\"sub\":\"42\",\"iat\":%lld,\"exp\":%lld}";
 
 	for (size_t i = 0; i < sizeof(iss) / sizeof(iss[0]); i++)
-		ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, iss[i], NOW + 60))),
+		ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, iss[i], NOW, NOW + 60))),
 			       GW_JWT_BAD_ISSUER);
-	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt("{\"sub\":\"42\",\"exp\":%lld}", NOW + 60))),
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt("{\"sub\":\"42\",\"iat\":%lld,\"exp\":%lld}",
+						     NOW, NOW + 60))),
 		       GW_JWT_BAD_ISSUER);
 	drop_all();
 }
@@ -593,14 +628,15 @@ static void test_jwt_refuses_a_bad_subject(void)
 			     "\"18446744073709551617\"",
 			     "null",
 			     "\"1.0\""};
-	const char *f = "{\"iss\":\"shop-auth\",\"sub\":%s,\"exp\":%lld}";
+	const char *f = "{\"iss\":\"shop-auth\",\"sub\":%s,\"iat\":%lld,\"exp\":%lld}";
 
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
-		ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, sub[i], NOW + 60))),
+		ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt(f, sub[i], NOW, NOW + 60))),
 			       GW_JWT_BAD_SUBJECT);
-	ASSERT_REFUSED(
-	    verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"exp\":%lld}", NOW + 60))),
-	    GW_JWT_BAD_SUBJECT);
+	ASSERT_REFUSED(verify(token(GOOD_HEADER, fmt("{\"iss\":\"shop-auth\",\"iat\":%lld,"
+						     "\"exp\":%lld}",
+						     NOW, NOW + 60))),
+		       GW_JWT_BAD_SUBJECT);
 	drop_all();
 }
 
@@ -802,6 +838,8 @@ SHOP_TEST_MAIN(
     {"refuses expired tokens beyond the leeway", test_jwt_refuses_expired_tokens_beyond_the_leeway},
     {"exp is required and an integer", test_jwt_exp_is_required_and_an_integer},
     {"refuses nbf and iat in the future", test_jwt_refuses_nbf_and_iat_in_the_future},
+    {"lifetime is at most one hour plus the leeway",
+     test_jwt_lifetime_is_at_most_one_hour_plus_the_leeway},
     {"refuses a wrong issuer", test_jwt_refuses_a_wrong_issuer},
     {"refuses a bad subject", test_jwt_refuses_a_bad_subject},
     {"without a usable key refuses everything", test_jwt_without_a_usable_key_refuses_everything},
