@@ -406,6 +406,14 @@ void gw_problem_from_rpc(gw_problem *p, const Shop__V1__RpcResponse *resp, gw_la
 
 		if ((v = meta_number(resp, "retry_after")) != NULL && strlen(v) <= 6)
 			secs = atoi(v) > 0 ? atoi(v) : 1;
+		/* OVERLOADED: the service's own limit, the same for every
+		 * client (503); anything else is a limit of this client's
+		 * (429). */
+		if (reason != NULL && strcmp(reason, "OVERLOADED") == 0) {
+			set(p, 503, "service_unavailable", secs);
+			detail(p, lang, UNAVAILABLE_EN, UNAVAILABLE_KO);
+			break;
+		}
 		set(p, 429, "too_many_requests", secs);
 		detail(p, lang, "Too many requests. Please try again later.",
 		       "요청이 너무 많습니다. 나중에 다시 시도해주세요");

@@ -2,6 +2,7 @@
 #include "auth_service.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "auth_store.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "service.h"
 #include "text.h"
 #include "token.h"
@@ -19,10 +21,12 @@
 #define PASSWORD_MAX 128
 
 int auth_app_init(auth_app *app, const unsigned char *key, size_t key_len,
-		  unsigned long long opslimit, size_t memlimit, unsigned hash_concurrency)
+		  unsigned long long opslimit, size_t memlimit, const auth_hash_gate_config *gate)
 {
+	auth_hash_gate_config gc = *gate;
 	char random_pw[33];
 	unsigned char raw[16];
+	int64_t t0;
 
 	if (sodium_init() < 0)
 		return -1;
@@ -32,16 +36,25 @@ int auth_app_init(auth_app *app, const unsigned char *key, size_t key_len,
 	app->memlimit = memlimit;
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2hex(random_pw, sizeof(random_pw), raw, sizeof(raw));
-	if (crypto_pwhash_str(app->dummy_hash, random_pw, strlen(random_pw), opslimit, memlimit) != 0)
+	t0 = shop_now_mono_us();
+	if (crypto_pwhash_str(app->dummy_hash, random_pw, strlen(random_pw), opslimit, memlimit) !=
+	    0)
 		return -1;
-	if (sem_init(&app->hash_slots, 0, hash_concurrency) != 0)
+	gc.initial_hash_us = shop_now_mono_us() - t0;
+	if ((app->gate = auth_hash_gate_create(&gc)) == NULL)
 		return -1;
+	SHOP_LOG(INFO,
+		 "argon2id t=%llu m=%zu KiB: %.1f ms a hash; %u at once, %u admitted at most, %u "
+		 "per client",
+		 opslimit, memlimit / 1024, (double)gc.initial_hash_us / 1000, gc.concurrency,
+		 gc.max_admitted, gc.per_client);
 	return 0;
 }
 
 void auth_app_fini(auth_app *app)
 {
-	sem_destroy(&app->hash_slots);
+	auth_hash_gate_destroy(app->gate);
+	app->gate = NULL;
 }
 
 /* Validates name and password; on success writes the trimmed name. */
@@ -62,24 +75,92 @@ static int check_credentials(const char *name, const char *password, char *clean
 	return 0;
 }
 
-static int hash_password(auth_app *app, const char *password, char out[crypto_pwhash_STRBYTES])
-{
-	int rv;
+/* shop_auth_hash_shed_total{reason}: hashes refused by the gate. */
+static shop_metric_family *shed_total;
 
-	sem_wait(&app->hash_slots);
-	rv = crypto_pwhash_str(out, password, strlen(password), app->opslimit, app->memlimit);
-	sem_post(&app->hash_slots);
-	return rv;
+static void shed_metric_init(void)
+{
+	shed_total = shop_metrics_counter(
+	    shop_metrics_default(), "shop_auth_hash_shed_total",
+	    "Sign-ups and sign-ins refused before hashing: overloaded (could not finish before the "
+	    "caller's deadline), client_busy (one client's share of the hashing in use).",
+	    "reason");
+	SHOP_METRIC(shed_total, "overloaded");
+	SHOP_METRIC(shed_total, "client_busy");
 }
 
-static int verify_password(auth_app *app, const char *hash, const char *password)
-{
-	int rv;
+/* One Argon2id operation, as the gate runs it. */
+struct hash_op {
+	const char *password;
+	const char *hash; /* verify: the stored hash */
+	char *out;        /* hash: crypto_pwhash_STRBYTES */
+	unsigned long long opslimit;
+	size_t memlimit;
+};
 
-	sem_wait(&app->hash_slots);
-	rv = crypto_pwhash_str_verify(hash, password, strlen(password));
-	sem_post(&app->hash_slots);
-	return rv;
+static int op_hash(void *arg)
+{
+	struct hash_op *op = arg;
+
+	return crypto_pwhash_str(op->out, op->password, strlen(op->password), op->opslimit,
+				 op->memlimit);
+}
+
+static int op_verify(void *arg)
+{
+	struct hash_op *op = arg;
+
+	return crypto_pwhash_str_verify(op->hash, op->password, strlen(op->password));
+}
+
+/* Runs op through the gate. Returns 0 when it ran (its result in *rv);
+ * -1 when the gate shed it, with the reply filled: RESOURCE_EXHAUSTED,
+ * reason OVERLOADED (the service's limit: 503 at the gateway) or
+ * TOO_MANY_REQUESTS (this client's share: 429), metadata retry_after. */
+static int gated(auth_app *app, shop_rpc_call *call, const char *client, int (*fn)(void *),
+		 struct hash_op *op, int *rv, shop_rpc_reply *reply)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	auth_gate_result res;
+	char retry[16];
+	int secs = 1;
+
+	res = auth_hash_gate_run(app->gate, client, call->deadline_unix_ms, fn, op, rv, &secs);
+	if (res == AUTH_GATE_RAN)
+		return 0;
+	pthread_once(&once, shed_metric_init);
+	snprintf(retry, sizeof(retry), "%d", secs);
+	if (res == AUTH_GATE_CLIENT_BUSY) {
+		shop_metric_inc(SHOP_METRIC(shed_total, "client_busy"));
+		shop_rpc_reply_error(
+		    reply, SHOP_RPC_RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS",
+		    "too many sign-ins at once from this client; try again in %s s", retry);
+	} else {
+		shop_metric_inc(SHOP_METRIC(shed_total, "overloaded"));
+		shop_rpc_reply_error(reply, SHOP_RPC_RESOURCE_EXHAUSTED, "OVERLOADED",
+				     "the service cannot take more sign-ins now; try again in %s s",
+				     retry);
+	}
+	shop_rpc_reply_meta(reply, "retry_after", retry);
+	return -1;
+}
+
+static int hash_password(auth_app *app, shop_rpc_call *call, const char *client,
+			 const char *password, char out[crypto_pwhash_STRBYTES], int *rv,
+			 shop_rpc_reply *reply)
+{
+	struct hash_op op = {
+	    .password = password, .out = out, .opslimit = app->opslimit, .memlimit = app->memlimit};
+
+	return gated(app, call, client, op_hash, &op, rv, reply);
+}
+
+static int verify_password(auth_app *app, shop_rpc_call *call, const char *client, const char *hash,
+			   const char *password, int *rv, shop_rpc_reply *reply)
+{
+	struct hash_op op = {.password = password, .hash = hash};
+
+	return gated(app, call, client, op_verify, &op, rv, reply);
 }
 
 /* Fills the session fields shared by both answers and packs it. */
@@ -88,8 +169,8 @@ static void reply_session(auth_app *app, shop_rpc_reply *reply, const ProtobufCM
 {
 	/* SignUpResponse and SignInResponse have the same fields and numbers. */
 	Shop__V1__SignInResponse resp = SHOP__V1__SIGN_IN_RESPONSE__INIT;
-	char *token = auth_token_issue(app->jwt_key, app->jwt_key_len, id, name,
-				       shop_now_unix_ms() / 1000);
+	char *token =
+	    auth_token_issue(app->jwt_key, app->jwt_key_len, id, name, shop_now_unix_ms() / 1000);
 
 	if (token == NULL) {
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot sign a token");
@@ -115,6 +196,7 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	size_t cap = strlen(req->name) + 1;
 	PGresult *res = NULL;
 	int64_t id;
+	int rv;
 
 	if ((name = malloc(cap)) == NULL) {
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
@@ -122,7 +204,9 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	if (check_credentials(req->name, req->password, name, cap, reply) != 0)
 		goto out;
-	if (hash_password(app, req->password, hash) != 0) {
+	if (hash_password(app, call, req->client_address, req->password, hash, &rv, reply) != 0)
+		goto out; /* shed: answered */
+	if (rv != 0) {
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot hash");
 		goto out;
 	}
@@ -154,7 +238,8 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	const char *hash;
 	PGresult *res = NULL;
 	int64_t id = 0, wait_ms, now_ms = shop_now_unix_ms();
-	int known, ok, clean;
+	int known, ok, clean, rv, retry_s;
+	struct hash_op op;
 	char retry[24];
 
 	if ((name = malloc(cap)) == NULL) {
@@ -174,8 +259,12 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	/* A name or password that could never have signed up cannot match:
 	 * the same answer as a wrong password, without touching the store. */
-	if (!clean || strlen(req->password) < PASSWORD_MIN || strlen(req->password) > PASSWORD_MAX) {
-		verify_password(app, app->dummy_hash, req->password);
+	if (!clean || strlen(req->password) < PASSWORD_MIN ||
+	    strlen(req->password) > PASSWORD_MAX) {
+		/* Shed: the guess was not checked, so it counts for nothing. */
+		if (verify_password(app, call, req->client_address, app->dummy_hash, req->password,
+				    &rv, reply) != 0)
+			goto out;
 		goto denied;
 	}
 	if ((res = auth_store_find_user(shop_service_pg(call), name)) == NULL) {
@@ -186,13 +275,22 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	hash = known ? PQgetvalue(res, 0, 2) : app->dummy_hash;
 	/* An unknown name is checked against the dummy hash: same work, same
 	 * time, same answer as a wrong password. */
-	ok = verify_password(app, hash, req->password) == 0 && known;
+	if (verify_password(app, call, req->client_address, hash, req->password, &rv, reply) != 0)
+		goto out;
+	ok = rv == 0 && known;
 	if (!ok)
 		goto denied;
 	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	/* A re-hash is optional work: when the gate is busy it waits for a
+	 * later sign-in. */
+	op = (struct hash_op){.password = req->password,
+			      .out = fresh,
+			      .opslimit = app->opslimit,
+			      .memlimit = app->memlimit};
 	if (crypto_pwhash_str_needs_rehash(hash, app->opslimit, app->memlimit) != 0 &&
-	    hash_password(app, req->password, fresh) == 0 &&
-	    auth_store_set_hash(shop_service_pg(call), id, fresh) == 0)
+	    auth_hash_gate_run(app->gate, NULL, call->deadline_unix_ms, op_hash, &op, &rv,
+			       &retry_s) == AUTH_GATE_RAN &&
+	    rv == 0 && auth_store_set_hash(shop_service_pg(call), id, fresh) == 0)
 		SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 ": password re-hashed", id);
 	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
 	goto out;
@@ -207,7 +305,7 @@ out:
 }
 
 const shop_rpc_method auth_methods[] = {
-	{"/shop.v1.AuthService/SignUp", &shop__v1__sign_up_request__descriptor, sign_up},
-	{"/shop.v1.AuthService/SignIn", &shop__v1__sign_in_request__descriptor, sign_in},
+    {"/shop.v1.AuthService/SignUp", &shop__v1__sign_up_request__descriptor, sign_up},
+    {"/shop.v1.AuthService/SignIn", &shop__v1__sign_in_request__descriptor, sign_in},
 };
 const size_t auth_n_methods = sizeof(auth_methods) / sizeof(auth_methods[0]);

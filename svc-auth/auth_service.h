@@ -2,12 +2,12 @@
 #ifndef AUTH_SERVICE_H
 #define AUTH_SERVICE_H
 
-#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <sodium.h>
 
+#include "hash_gate.h"
 #include "rpc_server.h"
 #include "throttle.h"
 
@@ -16,10 +16,11 @@ typedef struct auth_app {
 	size_t jwt_key_len;
 	unsigned long long opslimit; /* Argon2id t */
 	size_t memlimit;             /* Argon2id m, bytes */
-	/* Argon2id at 19 MiB takes tens of milliseconds of one core: at most
-	 * this many run at once, so that the other workers stay free for
-	 * cheap calls (a bad request, a name already taken). */
-	sem_t hash_slots;
+	/* Argon2id at 19 MiB takes tens of milliseconds of one core: the gate
+	 * runs at most `concurrency` at once and sheds, at once, what cannot
+	 * finish before its caller's deadline (hash_gate.h), so that the other
+	 * workers stay free for cheap calls and for answering the excess. */
+	auth_hash_gate *gate;
 	/* A hash of a random password made at start with the current
 	 * parameters: an unknown name is verified against it, so that it
 	 * costs the same time as a wrong password. */
@@ -27,9 +28,10 @@ typedef struct auth_app {
 	auth_throttle_config throttle; /* sign-in buckets; set by main */
 } auth_app;
 
-/* Prepares app (sodium_init, dummy hash, semaphore). Returns 0 or -1. */
+/* Prepares app (sodium_init, dummy hash, the hash gate: gate's
+ * initial_hash_us is measured here, on the dummy hash). Returns 0 or -1. */
 int auth_app_init(auth_app *app, const unsigned char *key, size_t key_len,
-		  unsigned long long opslimit, size_t memlimit, unsigned hash_concurrency);
+		  unsigned long long opslimit, size_t memlimit, const auth_hash_gate_config *gate);
 void auth_app_fini(auth_app *app);
 
 extern const shop_rpc_method auth_methods[];

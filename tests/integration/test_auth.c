@@ -224,9 +224,10 @@ int main(void)
 		{"sign-in throttled per name", test_auth_sign_in_throttled_per_name},
 		{"throttle fails open without Redis", test_auth_throttle_fails_open_without_redis},
 	};
+	auth_hash_gate_config gate = {.concurrency = 2, .max_admitted = 6, .per_client = 3};
 	int status;
 
-	if (auth_app_init(&app, (const unsigned char *)key, strlen(key), 2, 19456 * 1024, 2) != 0)
+	if (auth_app_init(&app, (const unsigned char *)key, strlen(key), 2, 19456 * 1024, &gate) != 0)
 		return 1;
 	app.throttle = (auth_throttle_config){.name_burst = 3,
 					      .name_per_token_ms = 60000,

@@ -112,6 +112,12 @@ static void test_problem_maps_rpc_codes(void)
 	r = rpc(8, "TOO_MANY_REQUESTS", "retry_after", "soon");
 	gw_problem_from_rpc(&p, &r, GW_LANG_EN);
 	CU_ASSERT_EQUAL(p.retry_after, 1);
+	/* The service's own limit (svc-auth's hash gate): 503, never 429. */
+	r = rpc(8, "OVERLOADED", "retry_after", "3");
+	gw_problem_from_rpc(&p, &r, GW_LANG_EN);
+	CU_ASSERT_EQUAL(p.status, 503);
+	CU_ASSERT_STRING_EQUAL(p.code, "service_unavailable");
+	CU_ASSERT_EQUAL(p.retry_after, 3);
 	r = rpc(14, "", NULL, NULL);
 	gw_problem_from_rpc(&p, &r, GW_LANG_EN);
 	CU_ASSERT_EQUAL(p.status, 503);

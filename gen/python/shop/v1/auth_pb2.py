@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12shop/v1/auth.proto\x12\x07shop.v1\"/\n\rSignUpRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"m\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x12\n\nexpires_in\x18\x05 \x01(\x03\"G\n\rSignInRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"m\n\x0eSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x12\n\nexpires_in\x18\x05 \x01(\x03\x32\x83\x01\n\x0b\x41uthService\x12\x39\n\x06SignUp\x12\x16.shop.v1.SignUpRequest\x1a\x17.shop.v1.SignUpResponse\x12\x39\n\x06SignIn\x12\x16.shop.v1.SignInRequest\x1a\x17.shop.v1.SignInResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12shop/v1/auth.proto\x12\x07shop.v1\"G\n\rSignUpRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"m\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x12\n\nexpires_in\x18\x05 \x01(\x03\"G\n\rSignInRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"m\n\x0eSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x12\n\nexpires_in\x18\x05 \x01(\x03\x32\x83\x01\n\x0b\x41uthService\x12\x39\n\x06SignUp\x12\x16.shop.v1.SignUpRequest\x1a\x17.shop.v1.SignUpResponse\x12\x39\n\x06SignIn\x12\x16.shop.v1.SignInRequest\x1a\x17.shop.v1.SignInResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.auth_pb2', globals())
@@ -21,13 +21,13 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _SIGNUPREQUEST._serialized_start=31
-  _SIGNUPREQUEST._serialized_end=78
-  _SIGNUPRESPONSE._serialized_start=80
-  _SIGNUPRESPONSE._serialized_end=189
-  _SIGNINREQUEST._serialized_start=191
-  _SIGNINREQUEST._serialized_end=262
-  _SIGNINRESPONSE._serialized_start=264
-  _SIGNINRESPONSE._serialized_end=373
-  _AUTHSERVICE._serialized_start=376
-  _AUTHSERVICE._serialized_end=507
+  _SIGNUPREQUEST._serialized_end=102
+  _SIGNUPRESPONSE._serialized_start=104
+  _SIGNUPRESPONSE._serialized_end=213
+  _SIGNINREQUEST._serialized_start=215
+  _SIGNINREQUEST._serialized_end=286
+  _SIGNINRESPONSE._serialized_start=288
+  _SIGNINRESPONSE._serialized_end=397
+  _AUTHSERVICE._serialized_start=400
+  _AUTHSERVICE._serialized_end=531
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,172 @@
+/* hash_gate.c -- admission of password hashing: admit what can finish before
+ * its deadline, run it in arrival order, refuse the rest at once. */
+#include "hash_gate.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+
+/* Kept free of a hash's deadline for what follows it (the INSERT of a
+ * sign-up, the reply's way back). */
+#define GATE_MARGIN_US 50000
+#define CLIENT_KEY_MAX 64
+
+struct client_share {
+	char addr[CLIENT_KEY_MAX]; /* "" when the entry is free */
+	unsigned n;                /* admitted hashes of this client */
+};
+
+struct auth_hash_gate {
+	auth_hash_gate_config cfg;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv; /* a hash ended, or the head ticket moved */
+	unsigned running, waiting;
+	uint64_t next_ticket; /* the next admitted hash's ticket */
+	uint64_t head;        /* the ticket whose turn it is */
+	int64_t est_us;       /* moving average of one hash */
+	/* At most max_admitted clients hold a share at once: one entry each. */
+	struct client_share *clients;
+};
+
+auth_hash_gate *auth_hash_gate_create(const auth_hash_gate_config *c)
+{
+	auth_hash_gate *g;
+
+	if (c == NULL || c->concurrency < 1 || c->max_admitted < c->concurrency)
+		return NULL;
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		return NULL;
+	if ((g->clients = calloc(c->max_admitted, sizeof(*g->clients))) == NULL) {
+		free(g);
+		return NULL;
+	}
+	g->cfg = *c;
+	g->est_us = c->initial_hash_us > 0 ? c->initial_hash_us : 1000;
+	pthread_mutex_init(&g->mtx, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	return g;
+}
+
+void auth_hash_gate_destroy(auth_hash_gate *g)
+{
+	if (g == NULL)
+		return;
+	pthread_cond_destroy(&g->cv);
+	pthread_mutex_destroy(&g->mtx);
+	free(g->clients);
+	free(g);
+}
+
+/* The client's entry, or NULL when it holds no share. Under g->mtx. */
+static struct client_share *share_find(auth_hash_gate *g, const char *addr)
+{
+	for (unsigned i = 0; i < g->cfg.max_admitted; i++)
+		if (g->clients[i].n > 0 && strcmp(g->clients[i].addr, addr) == 0)
+			return &g->clients[i];
+	return NULL;
+}
+
+/* A free entry for addr; there is one whenever fewer than max_admitted
+ * hashes are admitted. Under g->mtx. */
+static struct client_share *share_claim(auth_hash_gate *g, const char *addr)
+{
+	for (unsigned i = 0; i < g->cfg.max_admitted; i++)
+		if (g->clients[i].n == 0) {
+			snprintf(g->clients[i].addr, sizeof(g->clients[i].addr), "%s", addr);
+			return &g->clients[i];
+		}
+	return NULL;
+}
+
+/* Microseconds until a hash admitted now would end: the rounds of
+ * `concurrency` hashes ahead of it, then its own. Under g->mtx. */
+static int64_t finish_in_us(const auth_hash_gate *g)
+{
+	unsigned ahead = g->running + g->waiting;
+
+	return (int64_t)(ahead / g->cfg.concurrency + 1) * g->est_us;
+}
+
+static int retry_after_s(const auth_hash_gate *g)
+{
+	int64_t s = (finish_in_us(g) + 999999) / 1000000;
+
+	return s < 1 ? 1 : s > 60 ? 60 : (int)s;
+}
+
+auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64_t deadline_unix_ms,
+				    int (*fn)(void *arg), void *arg, int *fn_rv, int *retry_after)
+{
+	struct client_share *share = NULL;
+	bool keyed = client != NULL && client[0] != '\0' && g->cfg.per_client > 0;
+	int64_t t0, dt, left_us;
+	uint64_t ticket;
+
+	pthread_mutex_lock(&g->mtx);
+	if (keyed && (share = share_find(g, client)) != NULL && share->n >= g->cfg.per_client) {
+		*retry_after = retry_after_s(g);
+		pthread_mutex_unlock(&g->mtx);
+		return AUTH_GATE_CLIENT_BUSY;
+	}
+	left_us = deadline_unix_ms > 0 ? (deadline_unix_ms - shop_now_unix_ms()) * 1000 : INT64_MAX;
+	if (g->running + g->waiting >= g->cfg.max_admitted ||
+	    finish_in_us(g) + GATE_MARGIN_US > left_us) {
+		*retry_after = retry_after_s(g);
+		pthread_mutex_unlock(&g->mtx);
+		return AUTH_GATE_OVERLOADED;
+	}
+	if (keyed && share == NULL)
+		share = share_claim(g, client);
+	if (share != NULL)
+		share->n++;
+	ticket = g->next_ticket++;
+	g->waiting++;
+	while (ticket != g->head || g->running >= g->cfg.concurrency)
+		pthread_cond_wait(&g->cv, &g->mtx);
+	g->head++;
+	g->waiting--;
+	pthread_cond_broadcast(&g->cv); /* the next ticket may start as well */
+	/* Its turn came later than estimated: a hash whose answer nobody
+	 * would wait for is not started. */
+	if (deadline_unix_ms > 0 &&
+	    (deadline_unix_ms - shop_now_unix_ms()) * 1000 < g->est_us + GATE_MARGIN_US) {
+		if (share != NULL)
+			share->n--;
+		*retry_after = retry_after_s(g);
+		pthread_mutex_unlock(&g->mtx);
+		return AUTH_GATE_OVERLOADED;
+	}
+	g->running++;
+	pthread_mutex_unlock(&g->mtx);
+
+	t0 = shop_now_mono_us();
+	*fn_rv = fn(arg);
+	dt = shop_now_mono_us() - t0;
+
+	pthread_mutex_lock(&g->mtx);
+	g->running--;
+	/* A quarter of each new measure: follows a loaded machine within a
+	 * few hashes, not thrown by one slow one. */
+	g->est_us += (dt - g->est_us) / 4;
+	if (g->est_us < 1)
+		g->est_us = 1;
+	if (share != NULL)
+		share->n--;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mtx);
+	return AUTH_GATE_RAN;
+}
+
+int64_t auth_hash_gate_estimate_us(auth_hash_gate *g)
+{
+	int64_t v;
+
+	pthread_mutex_lock(&g->mtx);
+	v = g->est_us;
+	pthread_mutex_unlock(&g->mtx);
+	return v;
+}
