@@ -28,6 +28,9 @@ struct auth_hash_gate {
 	uint64_t next_ticket; /* the next admitted hash's ticket */
 	uint64_t head;        /* the ticket whose turn it is */
 	int64_t est_us;       /* moving average of one hash */
+	/* Refusals in the current second: a burst's size, for Retry-After. */
+	int64_t window_start_us;
+	unsigned refused_in_window;
 	/* At most max_admitted clients hold a share at once: one entry each. */
 	struct client_share *clients;
 };
@@ -91,11 +94,22 @@ static int64_t finish_in_us(const auth_hash_gate *g)
 	return (int64_t)(ahead / g->cfg.concurrency + 1) * g->est_us;
 }
 
-static int retry_after_s(const auth_hash_gate *g)
+/* Seconds after which a refused call may be admitted: the admitted work
+ * drains, and so does the rest of the burst it came in (each refused call
+ * of the last second will come back for its hash). Counts the refusal it is
+ * computed for. Under g->mtx. */
+static int refuse(auth_hash_gate *g)
 {
-	int64_t s = (finish_in_us(g) + 999999) / 1000000;
+	int64_t now = shop_now_mono_us(), us;
 
-	return s < 1 ? 1 : s > 60 ? 60 : (int)s;
+	if (now - g->window_start_us >= 1000000) {
+		g->window_start_us = now;
+		g->refused_in_window = 0;
+	}
+	g->refused_in_window++;
+	us = finish_in_us(g) + (int64_t)g->refused_in_window * g->est_us / g->cfg.concurrency;
+	us = (us + 999999) / 1000000;
+	return us < 1 ? 1 : us > 60 ? 60 : (int)us;
 }
 
 auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64_t deadline_unix_ms,
@@ -108,14 +122,14 @@ auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64
 
 	pthread_mutex_lock(&g->mtx);
 	if (keyed && (share = share_find(g, client)) != NULL && share->n >= g->cfg.per_client) {
-		*retry_after = retry_after_s(g);
+		*retry_after = refuse(g);
 		pthread_mutex_unlock(&g->mtx);
 		return AUTH_GATE_CLIENT_BUSY;
 	}
 	left_us = deadline_unix_ms > 0 ? (deadline_unix_ms - shop_now_unix_ms()) * 1000 : INT64_MAX;
 	if (g->running + g->waiting >= g->cfg.max_admitted ||
 	    finish_in_us(g) + GATE_MARGIN_US > left_us) {
-		*retry_after = retry_after_s(g);
+		*retry_after = refuse(g);
 		pthread_mutex_unlock(&g->mtx);
 		return AUTH_GATE_OVERLOADED;
 	}
@@ -136,7 +150,7 @@ auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64
 	    (deadline_unix_ms - shop_now_unix_ms()) * 1000 < g->est_us + GATE_MARGIN_US) {
 		if (share != NULL)
 			share->n--;
-		*retry_after = retry_after_s(g);
+		*retry_after = refuse(g);
 		pthread_mutex_unlock(&g->mtx);
 		return AUTH_GATE_OVERLOADED;
 	}

@@ -9,7 +9,9 @@
  * estimated finish (the hashes ahead of it, by the measured time of one) is
  * later than its deadline. Everything else is refused at once, without
  * hashing: the caller answers RESOURCE_EXHAUSTED and its clients retry
- * after the time the gate suggests. Waiting hashes start in arrival order. */
+ * after the time the gate suggests (the admitted work and the burst refused in
+ * the last second, drained at the measured rate). Waiting hashes start in
+ * arrival order. */
 #ifndef AUTH_HASH_GATE_H
 #define AUTH_HASH_GATE_H
 

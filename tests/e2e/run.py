@@ -35,6 +35,7 @@ import test_pyclient  # noqa: E402
 import test_prometheus  # noqa: E402
 import test_registry  # noqa: E402
 import test_rpc  # noqa: E402
+import test_storms  # noqa: E402
 import test_tokens  # noqa: E402
 import test_tracing  # noqa: E402  -- exports SHOP_ZIPKIN_URL before ./shop up
 
@@ -50,6 +51,7 @@ CASES = (
     + test_errors.CASES
     + test_hardening.CASES
     + test_hostile.CASES
+    + test_storms.CASES
     + test_tokens.CASES
     + test_orders.CASES
     + test_rpc.CASES
@@ -63,6 +65,7 @@ CASES = (
     + test_registry.FAULT_CASES
     + test_orders.FAULT_CASES
     + test_hostile.FAULT_CASES
+    + test_storms.FAULT_CASES
     + test_health.FAULT_CASES
     + test_faults.FAULT_CASES
     + test_bench.CASES

@@ -216,6 +216,31 @@ static void test_hash_gate_refuses_a_bad_config(void)
 	auth_hash_gate_destroy(NULL);
 }
 
+/* A burst's refusals are told to come back later than one lone refusal:
+ * each will want its hash (100 ms each, one at a time: 30 of them ~3 s). */
+static void test_hash_gate_retry_after_grows_with_the_burst(void)
+{
+	auth_hash_gate *g = gate(1, 1, 0, 100000);
+	struct job busy, late;
+	int first = 0, last = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+	job_start(&busy, g, NULL, 0, 200);
+	usleep(20000);
+	for (int i = 0; i < 30; i++) {
+		job_start(&late, g, NULL, 0, 1);
+		pthread_join(late.thr, NULL);
+		CU_ASSERT_EQUAL(late.res, AUTH_GATE_OVERLOADED);
+		if (i == 0)
+			first = late.retry;
+		last = late.retry;
+	}
+	CU_ASSERT_EQUAL(first, 1);
+	CU_ASSERT(last >= 3 && last <= 5);
+	pthread_join(busy.thr, NULL);
+	auth_hash_gate_destroy(g);
+}
+
 SHOP_TEST_MAIN("hash_gate",
 	       {"runs at most concurrency at once",
 		test_hash_gate_runs_at_most_concurrency_at_once},
@@ -225,4 +250,6 @@ SHOP_TEST_MAIN("hash_gate",
 	       {"limits one client to its share", test_hash_gate_limits_one_client_to_its_share},
 	       {"runs in arrival order", test_hash_gate_runs_in_arrival_order},
 	       {"estimate follows the measures", test_hash_gate_estimate_follows_the_measures},
+	       {"retry-after grows with the burst",
+		test_hash_gate_retry_after_grows_with_the_burst},
 	       {"refuses a bad config", test_hash_gate_refuses_a_bad_config})

@@ -1,0 +1,265 @@
+"""test_storms.py -- hostile load, as an attacker with no account would send it
+(issue 14): 300 concurrent sign-ins, 250 concurrent sign-ups, 150 concurrent
+orders while both product instances hang (SIGSTOP) for 1.9 s; three rounds
+each. After every round: every process of the stack is the same process,
+alive; every answer was a contract answer (2xx, 401/409 where the input calls
+for them, 429 and 503 with Retry-After; never a reset, a hang or another
+5xx); the gateway's breaker on auth stayed closed; and a normal sign-in from
+another client works one second after.
+
+The storms come from many loopback source addresses (127.0.1.x: Linux
+routes all of 127/8 to lo), so that the sign-in throttle's per-address bucket
+does not answer them all before any hashing: they reach svc-auth's hash
+gate, which must shed what it cannot finish in time. The normal user signs in
+from 127.0.0.2, an address the storms never use."""
+
+import http.client
+import os
+import secrets
+import signal
+import threading
+import time
+
+import stack
+from stack import alive, check, check_problem, pid_of
+from test_faults import Load, breaker_state, wait_for
+
+ROUNDS = 3
+NORMAL_SRC = "127.0.0.2"
+PASSWORD = "correct horse battery"
+
+
+def _src(i, spread=60):
+    return "127.0.1.%d" % (i % spread + 1)
+
+
+def _conn(src):
+    return http.client.HTTPConnection(stack.HOST, stack.GATEWAY_PORT, timeout=20,
+                                      source_address=(src, 0))
+
+
+def storm(n, make, src=_src):
+    """n requests at once, each on its own connection from src(i); make(i)
+    gives (method, path, body, headers). Returns [(Response or exception,
+    seconds)]: connections are made first, then a barrier lets every request
+    go at the same moment."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def one(i):
+        method, path, body, headers = make(i)
+        conn = _conn(src(i))
+        try:
+            conn.connect()
+        except OSError as e:
+            results[i] = (e, 0.0)
+            barrier.abort()
+            return
+        try:
+            barrier.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        t = time.monotonic()
+        try:
+            results[i] = (stack.request(method, path, body=body, headers=headers, conn=conn),
+                          time.monotonic() - t)
+        except Exception as e:  # noqa: BLE001 -- a reset, a timeout, a bad answer
+            results[i] = (e, time.monotonic() - t)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    check(all(r is not None for r in results), "some storm requests never ended")
+    return results
+
+
+def check_answers(results, allowed, what):
+    """Every answer a contract answer: its status in allowed, every 429/503
+    a problem with Retry-After. Returns {status: count}."""
+    counts = {}
+    for r, secs in results:
+        check(isinstance(r, stack.Response), "%s: a request failed: %r (after %.2f s)"
+              % (what, r, secs))
+        counts[r.status] = counts.get(r.status, 0) + 1
+        check(r.status in allowed, "%s: answer %r is not one of %s" % (what, r, sorted(allowed)))
+        if r.status >= 400:
+            p = check_problem(r, r.status)
+            if r.status in (429, 503):
+                ra = r.header("retry-after")
+                check(ra is not None and ra.isdigit() and int(ra) >= 1,
+                      "%s: %d without a good Retry-After: %r" % (what, r.status, r.headers))
+            if r.status == 503:
+                check(p["code"] in ("service_unavailable", "product_service_unavailable"),
+                      "%s: 503 code %r" % (what, p["code"]))
+            if r.status == 429:
+                check(p["code"] == "too_many_requests", "%s: 429 code %r" % (what, p["code"]))
+    return counts
+
+
+def pids():
+    got = {name: pid_of(name) for name in stack.INSTANCES}
+    check(all(got.values()), "not every instance runs before the storm: %r" % got)
+    return got
+
+
+def check_same_processes(before, what):
+    for name, pid in before.items():
+        now = pid_of(name)
+        check(now == pid and alive(pid), "%s: %s (pid %s) is gone (now %r)"
+              % (what, name, pid, now))
+
+
+def sign_up(name, src=NORMAL_SRC):
+    conn = _conn(src)
+    try:
+        return stack.request("POST", "/auth/sign-up", {"name": name, "password": PASSWORD},
+                             conn=conn)
+    finally:
+        conn.close()
+
+
+def sign_in(name, password=PASSWORD, src=NORMAL_SRC):
+    conn = _conn(src)
+    try:
+        return stack.request("POST", "/auth/sign-in", {"name": name, "password": password},
+                             conn=conn)
+    finally:
+        conn.close()
+
+
+def normal_user():
+    name = "storm-normal-" + secrets.token_hex(4)
+    r = sign_up(name)
+    check(r.status == 201, "the normal user's sign-up -> %r" % r)
+    return name
+
+
+def after_storm(before, normal, what):
+    check_same_processes(before, what)
+    state = breaker_state("auth")
+    check(state == "closed", "%s: the gateway's breaker on auth is %r, not closed" % (what, state))
+    time.sleep(1.0)
+    r = sign_in(normal)
+    check(r.status == 200, "%s: a normal sign-in one second after -> %r" % (what, r))
+
+
+def _fmt(counts):
+    return " ".join("%d:%d" % (k, counts[k]) for k in sorted(counts))
+
+
+def _pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+
+
+def test_storm_300_sign_ins_three_rounds():
+    normal = normal_user()
+    notes = []
+    # The cheap route's latency alone, then during each storm.
+    with Load(n=2) as load:
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        base = [r[1] for r in load.since(t0)]
+        during = []
+        for rnd in range(ROUNDS):
+            before = pids()
+            t1 = time.monotonic()
+            res = storm(300, lambda i: ("POST", "/auth/sign-in",
+                                        {"name": "nobody-%s" % secrets.token_hex(6),
+                                         "password": "wrong password %d" % i}, None))
+            during += [r[1] for r in load.since(t1)]
+            counts = check_answers(res, {401, 429, 503}, "sign-in storm %d" % rnd)
+            after_storm(before, normal, "sign-in storm %d" % rnd)
+            notes.append(_fmt(counts))
+        results = load.since(t0)
+    bad = [r for r in results if r[2] != 200]
+    check(not bad, "GET /products during the storms: %d not 200, e.g. %r" % (len(bad), bad[:3]))
+    check(_pct(during, 0.99) < 2.0, "GET /products p99 %.3f s during the storms"
+          % _pct(during, 0.99))
+    return "rounds %s; GET /products p50/p99 %.1f/%.1f ms alone, %.1f/%.1f ms in the storms" % (
+        " | ".join(notes), _pct(base, 0.5) * 1e3, _pct(base, 0.99) * 1e3,
+        _pct(during, 0.5) * 1e3, _pct(during, 0.99) * 1e3)
+
+
+def test_storm_250_sign_ups_three_rounds():
+    normal = normal_user()
+    notes = []
+    for rnd in range(ROUNDS):
+        before = pids()
+        tag = secrets.token_hex(4)
+        res = storm(250, lambda i: ("POST", "/auth/sign-up",
+                                    {"name": "storm-%s-%d" % (tag, i),
+                                     "password": "password %d" % i}, None))
+        counts = check_answers(res, {201, 429, 503}, "sign-up storm %d" % rnd)
+        check(counts.get(201, 0) >= 1, "sign-up storm %d: nobody signed up: %r" % (rnd, counts))
+        after_storm(before, normal, "sign-up storm %d" % rnd)
+        notes.append(_fmt(counts))
+    return "rounds " + " | ".join(notes)
+
+
+def _hang(names, secs):
+    ps = [pid_of(n) for n in names]
+    check(all(ps), "not running: %r" % dict(zip(names, ps)))
+    for p in ps:
+        os.kill(p, signal.SIGSTOP)
+
+    def resume():
+        time.sleep(secs)
+        for p in ps:
+            os.kill(p, signal.SIGCONT)
+
+    th = threading.Thread(target=resume)
+    th.start()
+    return th
+
+
+def _product_id():
+    r = stack.api("POST", "/products", {"name": "Storm lamp", "supply_price": 1200})
+    check(r.status == 201, "POST /products -> %r" % r)
+    return r.json()["id"]
+
+
+def test_storm_150_orders_with_both_product_instances_hung():
+    pid = _product_id()
+    headers = stack.auth()
+    notes = []
+    try:
+        for rnd in range(ROUNDS):
+            # Each round starts from a working order path (the breakers
+            # that the last round opened have closed again).
+            ok = wait_for(lambda: stack.api("POST", "/orders", {"product_ids": [pid]}).status
+                          == 201, 30, 0.25)
+            check(ok is not None, "round %d: POST /orders never worked again" % rnd)
+            before = pids()
+            th = _hang(["product-a", "product-b"], 1.9)
+            try:
+                res = storm(150, lambda i: ("POST", "/orders", {"product_ids": [pid]},
+                                            dict(headers)), src=lambda i: stack.HOST)
+            finally:
+                th.join()
+            counts = check_answers(res, {201, 503}, "order storm %d" % rnd)
+            check_same_processes(before, "order storm %d" % rnd)
+            notes.append(_fmt(counts))
+    finally:
+        for n in ("product-a", "product-b"):
+            p = pid_of(n)
+            if p:
+                os.kill(p, signal.SIGCONT)
+    ok = wait_for(lambda: stack.api("POST", "/orders", {"product_ids": [pid]}).status == 201,
+                  30, 0.25)
+    check(ok is not None, "POST /orders did not work again after the storms")
+    return "rounds " + " | ".join(notes)
+
+
+CASES = [
+    test_storm_300_sign_ins_three_rounds,
+    test_storm_250_sign_ups_three_rounds,
+]
+
+FAULT_CASES = [
+    test_storm_150_orders_with_both_product_instances_hung,
+]
