@@ -483,6 +483,11 @@ static void put_escaped(FILE *out, const char *s, bool quote)
 	}
 }
 
+void shop_metrics_put_label_value(FILE *out, const char *s)
+{
+	put_escaped(out, s, true);
+}
+
 /* name{labels[,le="…"]} — no braces when there is nothing to put in them. */
 static void put_series_name(FILE *out, const shop_metric_family *f, const shop_metric *s,
 			    const char *suffix, const char *le)
@@ -494,7 +499,7 @@ static void put_series_name(FILE *out, const shop_metric_family *f, const shop_m
 	fputc('{', out);
 	for (size_t i = 0; i < f->n_labels; i++) {
 		fprintf(out, "%s%s=\"", i > 0 ? "," : "", f->labels[i]);
-		put_escaped(out, s->values[i], true);
+		shop_metrics_put_label_value(out, s->values[i]);
 		fputc('"', out);
 	}
 	if (le != NULL)
