@@ -73,6 +73,32 @@ size_t shop_json_escape(char *buf, size_t cap, const char *s)
 	return n;
 }
 
+size_t shop_log_visible(char *buf, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return 0;
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+		size_t len;
+
+		if (c == '"' || c == '\\')
+			len = (size_t)snprintf(esc, sizeof(esc), "\\%c", c);
+		else if (c < 0x20 || c > 0x7e)
+			len = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", c);
+		else
+			len = (size_t)snprintf(esc, sizeof(esc), "%c", c);
+		if (n + len >= cap)
+			break;
+		memcpy(buf + n, esc, len);
+		n += len;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
 void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
 {
 	char msg[2048], emsg[4096], etrace[80], ts[32], line[4400];
@@ -95,9 +121,10 @@ void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, .
 			     "\"trace_id\":\"%s\"}\n",
 			     ts, level_names[lvl], log_instance, emsg, etrace);
 	} else {
-		n = snprintf(line, sizeof(line),
-			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n",
-			     ts, level_names[lvl], log_instance, emsg);
+		n = snprintf(
+		    line, sizeof(line),
+		    "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n", ts,
+		    level_names[lvl], log_instance, emsg);
 	}
 	if (n < 0)
 		return;
