@@ -14,6 +14,7 @@
 #include "admin_http.h"
 #include "advert_check.h"
 #include "clock.h"
+#include "crash.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -196,6 +197,10 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	int sig, rv, status = 1;
 
 	shop_log_init(c->instance, (shop_log_level)shop_log_level_parse(c->log_level), NULL);
+	/* Before the service's own threads: a crash leaves a fatal line
+	 * (lib/crash.h). */
+	if ((rv = shop_crash_install(c->instance)) != 0)
+		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 	if (shop_trace_start(c->zipkin_url, c->instance) != 0)
 		goto out;
 

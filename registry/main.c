@@ -17,6 +17,7 @@
 #include "admin_http.h"
 #include "clock.h"
 #include "config.h"
+#include "crash.h"
 #include "dashboard.h"
 #include "log.h"
 #include "registry.pb-c.h"
@@ -803,6 +804,9 @@ int main(void)
 	if (config_read(&cfg) != 0)
 		return 2;
 	shop_log_init("registry", cfg.log_level, NULL);
+	/* Before any thread: a crash leaves a fatal line (lib/crash.h). */
+	if ((rv = shop_crash_install("registry")) != 0)
+		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 	r.survey_ms = cfg.survey_ms;
 	r.lookups_from_ms = now_ms() + cfg.lookup_warmup_ms;
 
