@@ -178,7 +178,7 @@ static bool version_ok(const char *s)
 {
 	size_t len = strlen(s);
 
-	return len >= 1 && len <= 31 &&
+	return len <= 31 &&
 	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") ==
 		   len;
 }

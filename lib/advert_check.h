@@ -16,7 +16,7 @@
  *                      at most 253 in all), a dotted IPv4 address (no
  *                      leading zeros), or an IPv6 address in brackets
  *   PORT               1-65535, decimal, no leading zero
- *   version            1-31 of [A-Za-z0-9._+-]
+ *   version            0-31 of [A-Za-z0-9._+-] (informational: may be empty)
  *   weight             0-1000000 (SHOP_WEIGHT's range)
  *   started_unix_ms    not negative */
 #ifndef SHOP_ADVERT_CHECK_H
