@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
+
 #define FAMILY_HASH 64 /* chains per family: a power of two */
 #define CACHE_LINE  64 /* series are aligned to it: no false sharing between two */
 
@@ -582,15 +584,8 @@ char *shop_metrics_render(shop_metrics *m, size_t *len)
 		free(text);
 	}
 	pthread_mutex_unlock(&m->mtx);
-	if (ferror(out)) {
-		fclose(out);
-		free(buf);
+	if (shop_memstream_close(out, &buf) != 0)
 		return NULL;
-	}
-	if (fclose(out) != 0) {
-		free(buf);
-		return NULL;
-	}
 	*len = blen;
 	return buf;
 }

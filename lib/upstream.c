@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "strbuf.h"
 #include "trace.h"
 
 #define UPSTREAM_MAX_PICK 64   /* instances of one service considered per call */
@@ -487,15 +488,8 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 		breaker_series(f, "resilience4j_circuitbreaker_not_permitted_calls_total",
 			       in->breaker, "", (long long)s.not_permitted);
 	}
-	if (ferror(f)) {
-		fclose(f);
-		free(text);
+	if (shop_memstream_close(f, &text) != 0)
 		return NULL;
-	}
-	if (fclose(f) != 0) {
-		free(text);
-		return NULL;
-	}
 	*out_len = len;
 	return text;
 }

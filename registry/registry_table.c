@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "metrics.h"
+#include "strbuf.h"
 
 /* An open pipe, and whether a refused advert on it was logged already. */
 typedef struct reg_pipe {
@@ -461,15 +462,8 @@ int reg_table_metrics_text(const reg_table *t, char **body, size_t *len)
 		fprintf(f, "shop_registry_adverts_refused_total{reason=\"%s\"} %llu\n",
 			shop_advert_fault_name((shop_advert_fault)r),
 			(unsigned long long)t->refused[r]);
-	if (ferror(f)) {
-		fclose(f);
-		free(buf);
+	if (shop_memstream_close(f, &buf) != 0)
 		return ENOMEM;
-	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return ENOMEM;
-	}
 	*body = buf;
 	*len = blen;
 	return 0;
