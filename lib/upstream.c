@@ -435,6 +435,7 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 	size_t len = 0;
 	FILE *f;
 
+	*out_len = 0; /* also when out of memory, as before */
 	if ((f = open_memstream(&text, &len)) == NULL)
 		return NULL;
 	pthread_mutex_lock(&u->mtx);
