@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "crash.h"
 #include "health.h"
 #include "http_session.h"
 #include "jwt_filter.h"
@@ -124,6 +125,9 @@ int main(void)
 		return 2;
 	}
 	shop_log_init(cfg.instance, (shop_log_level)level, NULL);
+	/* Before any thread: a crash leaves a fatal line (lib/crash.h). */
+	if ((rv = shop_crash_install(cfg.instance)) != 0)
+		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 
 	/* Block the signals before any thread starts, so that every thread
 	 * (nng's included) inherits the mask and only sig_thread takes them. */

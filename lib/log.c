@@ -36,34 +36,45 @@ int shop_log_level_parse(const char *s)
 	return -1;
 }
 
-size_t shop_json_escape(char *buf, size_t cap, const char *s)
+/* The escape of one byte for a JSON string: into esc, its length. */
+static size_t json_byte(unsigned char c, char esc[8])
+{
+	if (c == '"' || c == '\\')
+		return (size_t)snprintf(esc, 8, "\\%c", c);
+	if (c == '\n')
+		return (size_t)snprintf(esc, 8, "\\n");
+	if (c == '\t')
+		return (size_t)snprintf(esc, 8, "\\t");
+	if (c < 0x20 || c == 0x7f)
+		return (size_t)snprintf(esc, 8, "\\u%04x", c);
+	esc[0] = (char)c;
+	return 1;
+}
+
+/* The escape of one byte as visible ASCII (shop_log_visible). */
+static size_t visible_byte(unsigned char c, char esc[8])
+{
+	if (c == '"' || c == '\\')
+		return (size_t)snprintf(esc, 8, "\\%c", c);
+	if (c < 0x20 || c > 0x7e)
+		return (size_t)snprintf(esc, 8, "\\x%02x", c);
+	esc[0] = (char)c;
+	return 1;
+}
+
+/* Writes s to buf byte by byte through escape; stops before the escape
+ * that would not fit, always NUL-ends. */
+static size_t escape_with(char *buf, size_t cap, const char *s,
+			  size_t (*escape)(unsigned char c, char esc[8]))
 {
 	size_t n = 0;
 
 	if (cap == 0)
 		return 0;
 	for (; s != NULL && *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
 		char esc[8];
-		size_t len;
+		size_t len = escape((unsigned char)*s, esc);
 
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			len = 2;
-		} else if (c == '\n') {
-			memcpy(esc, "\\n", 2);
-			len = 2;
-		} else if (c == '\t') {
-			memcpy(esc, "\\t", 2);
-			len = 2;
-		} else if (c < 0x20 || c == 0x7f) {
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			len = 6;
-		} else {
-			esc[0] = (char)c;
-			len = 1;
-		}
 		if (n + len >= cap)
 			break;
 		memcpy(buf + n, esc, len);
@@ -71,6 +82,16 @@ size_t shop_json_escape(char *buf, size_t cap, const char *s)
 	}
 	buf[n] = '\0';
 	return n;
+}
+
+size_t shop_json_escape(char *buf, size_t cap, const char *s)
+{
+	return escape_with(buf, cap, s, json_byte);
+}
+
+size_t shop_log_visible(char *buf, size_t cap, const char *s)
+{
+	return escape_with(buf, cap, s, visible_byte);
 }
 
 void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
@@ -95,9 +116,10 @@ void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, .
 			     "\"trace_id\":\"%s\"}\n",
 			     ts, level_names[lvl], log_instance, emsg, etrace);
 	} else {
-		n = snprintf(line, sizeof(line),
-			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n",
-			     ts, level_names[lvl], log_instance, emsg);
+		n = snprintf(
+		    line, sizeof(line),
+		    "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n", ts,
+		    level_names[lvl], log_instance, emsg);
 	}
 	if (n < 0)
 		return;

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
+
 #define FAMILY_HASH 64 /* chains per family: a power of two */
 #define CACHE_LINE  64 /* series are aligned to it: no false sharing between two */
 
@@ -483,6 +485,11 @@ static void put_escaped(FILE *out, const char *s, bool quote)
 	}
 }
 
+void shop_metrics_put_label_value(FILE *out, const char *s)
+{
+	put_escaped(out, s, true);
+}
+
 /* name{labels[,le="…"]} — no braces when there is nothing to put in them. */
 static void put_series_name(FILE *out, const shop_metric_family *f, const shop_metric *s,
 			    const char *suffix, const char *le)
@@ -494,7 +501,7 @@ static void put_series_name(FILE *out, const shop_metric_family *f, const shop_m
 	fputc('{', out);
 	for (size_t i = 0; i < f->n_labels; i++) {
 		fprintf(out, "%s%s=\"", i > 0 ? "," : "", f->labels[i]);
-		put_escaped(out, s->values[i], true);
+		shop_metrics_put_label_value(out, s->values[i]);
 		fputc('"', out);
 	}
 	if (le != NULL)
@@ -577,15 +584,8 @@ char *shop_metrics_render(shop_metrics *m, size_t *len)
 		free(text);
 	}
 	pthread_mutex_unlock(&m->mtx);
-	if (ferror(out)) {
-		fclose(out);
-		free(buf);
+	if (shop_memstream_close(out, &buf) != 0)
 		return NULL;
-	}
-	if (fclose(out) != 0) {
-		free(buf);
-		return NULL;
-	}
 	*len = blen;
 	return buf;
 }

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct shop_metrics shop_metrics;
 typedef struct shop_metric_family shop_metric_family;
@@ -106,6 +107,11 @@ char *shop_metrics_render(shop_metrics *m, size_t *len);
 /* An admin HTTP handler (shop_admin_fn) serving shop_metrics_render of arg
  * (a shop_metrics *; NULL means the default registry). */
 int shop_metrics_admin(void *arg, char **body, size_t *len, const char **content_type);
+
+/* Writes s as a label value's text between its double quotes, escaped as
+ * text format 0.0.4 wants (backslash, double quote, line feed): the one
+ * escaping of every label value printed, here and by the text sources. */
+void shop_metrics_put_label_value(FILE *out, const char *s);
 
 /* The content type of the exposition. */
 #define SHOP_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"

@@ -12,6 +12,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/protocol/survey0/respond.h>
 
+#include "advert_check.h"
 #include "clock.h"
 #include "log.h"
 #include "registry.pb-c.h"
@@ -304,11 +305,14 @@ struct shop_registry_view {
 	uint64_t revision_gen; /* conn_gen when the lookup that gave revision was sent */
 	int64_t got_mono_us;   /* when the last good answer came */
 	bool failing;          /* the last attempt failed */
+	size_t dropped;        /* instances of the last answer not in the safe form */
 };
 
-/* Turns an Instances answer into a sorted, malloc'd array. Returns 0,
+/* Turns an Instances answer into a sorted, malloc'd array of the instances
+ * in the safe form (advert_check.h); *dropped counts the others. Returns 0,
  * NNG_EPROTO for an answer that does not parse or says revision 0. */
-static int view_decode(nng_msg *msg, shop_instance **out, size_t *n, uint64_t *revision)
+static int view_decode(nng_msg *msg, shop_instance **out, size_t *n, uint64_t *revision,
+		       size_t *dropped)
 {
 	Shop__V1__Instances *in;
 	shop_instance *v = NULL;
@@ -325,10 +329,16 @@ static int view_decode(nng_msg *msg, shop_instance **out, size_t *n, uint64_t *r
 		rv = NNG_ENOMEM;
 		goto out_in;
 	}
+	*dropped = 0;
 	for (size_t i = 0; i < in->n_instances; i++) {
-		/* An advert too large to hold is left out, not truncated. */
-		if (shop_instance_from_advert(&v[cnt], in->instances[i]))
+		/* An advert too large to hold is left out, not truncated; so is
+		 * one a rogue or older registry let through outside the safe
+		 * form: its name would reach headers and metric labels. */
+		if (shop_instance_from_advert(&v[cnt], in->instances[i]) &&
+		    shop_advert_check(&v[cnt]) == SHOP_ADVERT_OK)
 			cnt++;
+		else
+			(*dropped)++;
 	}
 	if (cnt > 1) /* qsort wants a non-NULL base even for nothing */
 		qsort(v, cnt, sizeof(*v), instance_cmp);
@@ -410,7 +420,7 @@ static int view_lookup(shop_registry_view *v, uint64_t wait_revision, uint64_t g
 	nng_duration timeout = (wait_revision != 0 ? VIEW_WAIT_MS : 0) + VIEW_SLACK_MS;
 	shop_instance *inst = NULL, *old;
 	nng_msg *msg = NULL;
-	size_t n;
+	size_t n, dropped;
 	int rv;
 
 	req.service = "";
@@ -427,12 +437,19 @@ static int view_lookup(shop_registry_view *v, uint64_t wait_revision, uint64_t g
 		return rv;
 	msg = nng_aio_get_msg(v->aio);
 	nng_aio_set_msg(v->aio, NULL);
-	rv = view_decode(msg, &inst, &n, revision);
+	rv = view_decode(msg, &inst, &n, revision, &dropped);
 	nng_msg_free(msg);
 	if (rv != 0)
 		return rv;
 
 	pthread_mutex_lock(&v->mtx);
+	/* Once per change of the count, not once per answer. */
+	if (dropped > 0 && dropped != v->dropped)
+		SHOP_LOG(WARN,
+			 "registry view: %zu instances in the registry's answer are not in the "
+			 "safe form (docs/decisions.md); left out",
+			 dropped);
+	v->dropped = dropped;
 	old = v->inst;
 	v->inst = inst;
 	v->n = n;

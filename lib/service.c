@@ -12,7 +12,9 @@
 #include <nng/nng.h>
 
 #include "admin_http.h"
+#include "advert_check.h"
 #include "clock.h"
+#include "crash.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,6 +29,14 @@
  * survey), the deregistration wait, the drain, and a second of slack. */
 #define SERVICE_STOP_BUDGET_MS(drain_ms) (1500 + SERVICE_DEREGISTER_WAIT_MS + (drain_ms) + 1000)
 #define SERVICE_MIGRATE_TRIES            50 /* × 200 ms: how long to wait for the database at start */
+
+/* The admin URL an instance advertises: http://host:port, an IPv6 host in
+ * brackets. */
+static void service_admin_url(char *out, size_t cap, const char *host, uint16_t port)
+{
+	snprintf(out, cap, strchr(host, ':') != NULL ? "http://[%s]:%u" : "http://%s:%u", host,
+		 (unsigned)port);
+}
 
 void shop_service_config_read(shop_service_config *c, shop_env *e, const char *service,
 			      const char *def_instance, const char *def_rpc_url,
@@ -59,8 +69,28 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 			shop_env_fail(e, "SHOP_ZIPKIN_URL",
 				      "\"%.128s\" is not http://HOST[:PORT]/PATH", c->zipkin_url);
 	}
-	if (c->instance != NULL && strlen(c->instance) >= 64)
-		shop_env_fail(e, "SHOP_INSTANCE", "longer than 63 bytes");
+	/* What the registry would refuse stops the process here, with the
+	 * variable's name, rather than leaving it unregistered for good. */
+	if (c->instance != NULL && !shop_advert_name_ok(c->instance, 63))
+		shop_env_fail(e, "SHOP_INSTANCE",
+			      "\"%.64s\" is not 1-63 of a-z, 0-9 and '-' (first and last a letter "
+			      "or digit)",
+			      c->instance);
+	if (c->rpc_url != NULL && !shop_advert_rpc_url_ok(c->rpc_url))
+		shop_env_fail(e, "SHOP_RPC_URL",
+			      "\"%.128s\" is not tcp://HOST:PORT or tls+tcp://HOST:PORT, which the "
+			      "registry admits",
+			      c->rpc_url);
+	if (c->admin_host[0] != '\0') {
+		char url[128];
+
+		service_admin_url(url, sizeof(url), c->admin_host, c->admin_port);
+		if (!shop_advert_admin_url_ok(url))
+			shop_env_fail(
+			    e, "SHOP_ADMIN_ADDR",
+			    "\"%.64s\" is not HOST:PORT with a host name or an IP address",
+			    c->admin_host);
+	}
 	if (shop_log_level_parse(c->log_level) < 0)
 		shop_env_fail(e, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
 			      c->log_level);
@@ -167,6 +197,10 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	int sig, rv, status = 1;
 
 	shop_log_init(c->instance, (shop_log_level)shop_log_level_parse(c->log_level), NULL);
+	/* Before the service's own threads: a crash leaves a fatal line
+	 * (lib/crash.h). */
+	if ((rv = shop_crash_install(c->instance)) != 0)
+		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 	if (shop_trace_start(c->zipkin_url, c->instance) != 0)
 		goto out;
 
@@ -224,8 +258,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	snprintf(self.service, sizeof(self.service), "%s", c->service);
 	snprintf(self.instance, sizeof(self.instance), "%s", c->instance);
 	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", c->rpc_url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://%s:%u", c->admin_host,
-		 (unsigned)c->admin_port);
+	service_admin_url(self.admin_url, sizeof(self.admin_url), c->admin_host, c->admin_port);
 	self.weight = (uint32_t)c->weight;
 	self.healthy = true;
 	snprintf(self.version, sizeof(self.version), "%s", SHOP_VERSION);

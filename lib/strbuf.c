@@ -75,3 +75,15 @@ char *shop_buf_take(shop_buf *b)
 	*b = (shop_buf){0};
 	return p;
 }
+
+int shop_memstream_close(FILE *f, char **text)
+{
+	bool failed = ferror(f) != 0;
+
+	if (fclose(f) != 0 || failed) {
+		free(*text);
+		*text = NULL;
+		return -1;
+	}
+	return 0;
+}

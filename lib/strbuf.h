@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct shop_buf {
 	char *p; /* NULL until the first append; NUL-terminated after it */
@@ -20,5 +21,11 @@ void shop_buf_printf(shop_buf *b, const char *fmt, ...) __attribute__((format(pr
 /* The text (caller frees), "" for an empty buffer; NULL after an
  * allocation failed. The buffer is empty afterwards. */
 char *shop_buf_take(shop_buf *b);
+
+/* The same kind of buffer written through stdio: closes f, a stream of
+ * open_memstream(3) over *text. Returns 0 when every write and the close
+ * succeeded (*text is the text, the size variable given to open_memstream
+ * its length; caller frees), else -1 with *text freed and set to NULL. */
+int shop_memstream_close(FILE *f, char **text);
 
 #endif

@@ -17,9 +17,9 @@
 #include "strbuf.h"
 #include "trace.h"
 
-#define UPSTREAM_MAX_PICK 64 /* instances of one service considered per call */
-#define UPSTREAM_POOL 32     /* nng contexts per instance connection */
-#define UPSTREAM_QUEUE 4096  /* calls waiting for a context, per instance */
+#define UPSTREAM_MAX_PICK 64   /* instances of one service considered per call */
+#define UPSTREAM_POOL     32   /* nng contexts per instance connection */
+#define UPSTREAM_QUEUE    4096 /* calls waiting for a context, per instance */
 
 /* One entry per (instance name, rpc_url) ever seen, kept for the
  * upstream's lifetime: an instance that leaves and comes back reuses its
@@ -109,7 +109,8 @@ static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
 
 	pthread_mutex_lock(&u->mtx);
 	for (in = u->insts; in != NULL; in = in->next)
-		if (strcmp(in->instance, si->instance) == 0 && strcmp(in->rpc_url, si->rpc_url) == 0)
+		if (strcmp(in->instance, si->instance) == 0 &&
+		    strcmp(in->rpc_url, si->rpc_url) == 0)
 			goto out;
 	if ((in = calloc(1, sizeof(*in))) == NULL)
 		goto out;
@@ -414,69 +415,82 @@ void shop_upstream_foreach_breaker(shop_upstream *u,
 		fn(arg, in->breaker, in->instance);
 }
 
+/* metric{name="<breaker>"[,extra]} value, the name escaped: it holds the
+ * caller's and an instance's names. */
+static void breaker_series(FILE *f, const char *metric, const shop_breaker *b, const char *extra,
+			   long long value)
+{
+	fprintf(f, "%s{name=\"", metric);
+	shop_metrics_put_label_value(f, shop_breaker_name(b));
+	fprintf(f, "\"%s} %lld\n", extra, value);
+}
+
 char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 {
 	static const shop_breaker_state states[] = {SHOP_BREAKER_CLOSED, SHOP_BREAKER_OPEN,
 						    SHOP_BREAKER_HALF_OPEN};
-	shop_buf b = {0};
 	int64_t now = shop_now_mono_us();
 	upstream_inst *in, *head;
-	char *text;
+	char *text = NULL, extra[32];
+	size_t len = 0;
+	FILE *f;
+
+	*out_len = 0; /* also when out of memory, as before */
+	if ((f = open_memstream(&text, &len)) == NULL)
+		return NULL;
 	pthread_mutex_lock(&u->mtx);
 	head = u->insts;
 	pthread_mutex_unlock(&u->mtx);
-	shop_buf_printf(&b,
-			 "# HELP resilience4j_circuitbreaker_state The states of the circuit breaker\n"
-			 "# TYPE resilience4j_circuitbreaker_state gauge\n");
-	for (in = head; in != NULL && !b.oom; in = in->next) {
+	fputs("# HELP resilience4j_circuitbreaker_state The states of the circuit breaker\n"
+	      "# TYPE resilience4j_circuitbreaker_state gauge\n",
+	      f);
+	for (in = head; in != NULL; in = in->next) {
 		shop_breaker_stats s;
+
 		shop_breaker_stats_get(in->breaker, now, &s);
-		for (int i = 0; i < 3; i++)
-			shop_buf_printf(&b,
-					 "resilience4j_circuitbreaker_state{name=\"%s\",state=\"%s\"} %d\n",
-					 shop_breaker_name(in->breaker),
-					 shop_breaker_state_name(states[i]), s.state == states[i]);
+		for (int i = 0; i < 3; i++) {
+			snprintf(extra, sizeof(extra), ",state=\"%s\"",
+				 shop_breaker_state_name(states[i]));
+			breaker_series(f, "resilience4j_circuitbreaker_state", in->breaker, extra,
+				       s.state == states[i]);
+		}
 	}
-	shop_buf_printf(&b,
-			 "# HELP resilience4j_circuitbreaker_failure_rate The failure rate of the "
-			 "circuit breaker\n"
-			 "# TYPE resilience4j_circuitbreaker_failure_rate gauge\n");
-	for (in = head; in != NULL && !b.oom; in = in->next) {
+	fputs("# HELP resilience4j_circuitbreaker_failure_rate The failure rate of the circuit "
+	      "breaker\n"
+	      "# TYPE resilience4j_circuitbreaker_failure_rate gauge\n",
+	      f);
+	for (in = head; in != NULL; in = in->next) {
 		shop_breaker_stats s;
+
 		shop_breaker_stats_get(in->breaker, now, &s);
-		shop_buf_printf(&b,
-				 "resilience4j_circuitbreaker_failure_rate{name=\"%s\"} %d\n",
-				 shop_breaker_name(in->breaker), s.failure_rate_pct);
+		breaker_series(f, "resilience4j_circuitbreaker_failure_rate", in->breaker, "",
+			       s.failure_rate_pct);
 	}
-	shop_buf_printf(&b,
-			 "# HELP resilience4j_circuitbreaker_calls_seconds Calls through the "
-			 "circuit breaker\n"
-			 "# TYPE resilience4j_circuitbreaker_calls_seconds summary\n");
-	for (in = head; in != NULL && !b.oom; in = in->next) {
+	fputs("# HELP resilience4j_circuitbreaker_calls_seconds Calls through the circuit breaker\n"
+	      "# TYPE resilience4j_circuitbreaker_calls_seconds summary\n",
+	      f);
+	for (in = head; in != NULL; in = in->next) {
 		shop_breaker_stats s;
+
 		shop_breaker_stats_get(in->breaker, now, &s);
-		shop_buf_printf(&b,
-				 "resilience4j_circuitbreaker_calls_seconds_count{name=\"%s\",kind="
-				 "\"successful\"} %llu\n"
-				 "resilience4j_circuitbreaker_calls_seconds_count{name=\"%s\",kind="
-				 "\"failed\"} %llu\n",
-				 shop_breaker_name(in->breaker), (unsigned long long)s.successful,
-				 shop_breaker_name(in->breaker), (unsigned long long)s.failed);
+		breaker_series(f, "resilience4j_circuitbreaker_calls_seconds_count", in->breaker,
+			       ",kind=\"successful\"", (long long)s.successful);
+		breaker_series(f, "resilience4j_circuitbreaker_calls_seconds_count", in->breaker,
+			       ",kind=\"failed\"", (long long)s.failed);
 	}
-	shop_buf_printf(&b,
-			 "# HELP resilience4j_circuitbreaker_not_permitted_calls_total Calls the "
-			 "circuit breaker refused\n"
-			 "# TYPE resilience4j_circuitbreaker_not_permitted_calls_total counter\n");
-	for (in = head; in != NULL && !b.oom; in = in->next) {
+	fputs("# HELP resilience4j_circuitbreaker_not_permitted_calls_total Calls the circuit "
+	      "breaker refused\n"
+	      "# TYPE resilience4j_circuitbreaker_not_permitted_calls_total counter\n",
+	      f);
+	for (in = head; in != NULL; in = in->next) {
 		shop_breaker_stats s;
+
 		shop_breaker_stats_get(in->breaker, now, &s);
-		shop_buf_printf(&b,
-				 "resilience4j_circuitbreaker_not_permitted_calls_total{name=\"%s\"} "
-				 "%llu\n",
-				 shop_breaker_name(in->breaker), (unsigned long long)s.not_permitted);
+		breaker_series(f, "resilience4j_circuitbreaker_not_permitted_calls_total",
+			       in->breaker, "", (long long)s.not_permitted);
 	}
-	*out_len = b.len;
-	if ((text = shop_buf_take(&b)) == NULL)
-		*out_len = 0;
+	if (shop_memstream_close(f, &text) != 0)
+		return NULL;
+	*out_len = len;
 	return text;
 }

@@ -17,6 +17,7 @@
 #include "admin_http.h"
 #include "clock.h"
 #include "config.h"
+#include "crash.h"
 #include "dashboard.h"
 #include "log.h"
 #include "registry.pb-c.h"
@@ -162,32 +163,52 @@ static int survey_send(registry *r, uint64_t seq)
 	return rv;
 }
 
-/* One answer to the running survey. */
-static void survey_take(registry *r, nng_msg *msg, uint32_t *last_bad_pipe)
+/* Logs a refused advert, the offending value made visible (log.h). */
+static void survey_log_refusal(uint32_t pipe, shop_advert_fault why, const shop_instance *in)
 {
-	uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
-	Shop__V1__Advert *ad;
-	shop_instance in;
-	bool ok;
+	const char *field = why > SHOP_ADVERT_TOO_LONG ? shop_advert_field(in, why) : NULL;
+	char shown[200];
 
-	if ((ad = shop__v1__advert__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL) {
-		ok = false;
-	} else {
-		ok = shop_instance_from_advert(&in, ad) && in.service[0] != '\0' &&
-		     in.instance[0] != '\0';
-		shop__v1__advert__free_unpacked(ad, NULL);
-	}
-	if (!ok) {
-		/* Once per offending pipe, not once per survey. */
-		if (*last_bad_pipe != pipe)
-			SHOP_LOG(WARN,
-				 "pipe %u: answer is not a usable Advert (unparsable, "
-				 "unnamed or a field too long); ignored",
-				 pipe);
-		*last_bad_pipe = pipe;
+	if (field == NULL) {
+		SHOP_LOG(WARN,
+			 "pipe %u: advert refused (%s; see the safe form in docs/decisions.md); "
+			 "its next answers are refused silently",
+			 pipe, shop_advert_fault_name(why));
 		return;
 	}
+	shop_log_visible(shown, sizeof(shown), field);
+	SHOP_LOG(WARN,
+		 "pipe %u: advert refused: %s \"%s\" is not in the safe form (docs/decisions.md); "
+		 "its next answers are refused silently",
+		 pipe, shop_advert_fault_name(why), shown);
+}
+
+/* One answer to the running survey: into the table when it is an Advert
+ * in the safe form (advert_check.h), else refused, counted and logged
+ * once per pipe. */
+static void survey_take(registry *r, nng_msg *msg)
+{
+	uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
+	shop_advert_fault why;
+	Shop__V1__Advert *ad;
+	shop_instance in;
+	bool first;
+
+	if ((ad = shop__v1__advert__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg))) == NULL) {
+		why = SHOP_ADVERT_UNPARSABLE;
+	} else {
+		why = shop_instance_from_advert(&in, ad) ? shop_advert_check(&in)
+							 : SHOP_ADVERT_TOO_LONG;
+		shop__v1__advert__free_unpacked(ad, NULL);
+	}
 	pthread_mutex_lock(&r->mtx);
+	if (why != SHOP_ADVERT_OK) {
+		first = reg_table_refuse(r->table, pipe, why);
+		pthread_mutex_unlock(&r->mtx);
+		if (first)
+			survey_log_refusal(pipe, why, &in);
+		return;
+	}
 	if (reg_table_upsert(r->table, &in, pipe, now_ms()) == REG_UPSERT_IGNORED &&
 	    reg_table_count(r->table) >= REG_TABLE_MAX_INSTANCES)
 		SHOP_LOG(WARN, "table full (%d instances): %s not added", REG_TABLE_MAX_INSTANCES,
@@ -200,7 +221,6 @@ static void survey_take(registry *r, nng_msg *msg, uint32_t *last_bad_pipe)
 static void *survey_main(void *arg)
 {
 	registry *r = arg;
-	uint32_t last_bad_pipe = 0;
 	struct timespec tick;
 	uint64_t seq = 0;
 	bool early = false; /* this round is an early one (a new pipe's) */
@@ -244,7 +264,7 @@ static void *survey_main(void *arg)
 		/* NNG_ETIMEDOUT ends the round; NNG_ESTATE means no survey is
 		 * running (the send failed). */
 		while (rv == 0 && (rv = nng_recvmsg(r->surv, &msg, 0)) == 0) {
-			survey_take(r, msg, &last_bad_pipe);
+			survey_take(r, msg);
 			nng_msg_free(msg);
 		}
 		if (rv == NNG_ECLOSED)
@@ -788,6 +808,9 @@ int main(void)
 	if (config_read(&cfg) != 0)
 		return 2;
 	shop_log_init("registry", cfg.log_level, NULL);
+	/* Before any thread: a crash leaves a fatal line (lib/crash.h). */
+	if ((rv = shop_crash_install("registry")) != 0)
+		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 	r.survey_ms = cfg.survey_ms;
 	r.lookups_from_ms = now_ms() + cfg.lookup_warmup_ms;
 

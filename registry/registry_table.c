@@ -10,6 +10,15 @@
 
 #include <cjson/cJSON.h>
 
+#include "metrics.h"
+#include "strbuf.h"
+
+/* An open pipe, and whether a refused advert on it was logged already. */
+typedef struct reg_pipe {
+	uint32_t id;
+	bool warned;
+} reg_pipe;
+
 typedef struct reg_entry {
 	shop_instance ad;
 	uint32_t pipe_id;     /* the pipe its last answer came through */
@@ -21,11 +30,12 @@ typedef struct reg_entry {
 struct reg_table {
 	reg_entry *v; /* sorted by service, then instance */
 	size_t n, cap;
-	uint32_t *pipes; /* open pipes, unordered */
+	reg_pipe *pipes; /* open pipes, unordered */
 	size_t npipes, pipes_cap;
 	int max_misses;
 	uint64_t revision;
 	uint64_t joins, leaves_pipe, leaves_misses;
+	uint64_t refused[SHOP_ADVERT_N_FAULTS]; /* adverts refused, by reason */
 	reg_event_fn fn;
 	void *arg;
 };
@@ -76,17 +86,6 @@ static bool instance_same(const shop_instance *a, const shop_instance *b)
 	       strcmp(a->version, b->version) == 0 && a->started_unix_ms == b->started_unix_ms;
 }
 
-/* Every string field NUL-terminated inside its array, and the key set. */
-static bool instance_valid(const shop_instance *a)
-{
-	return strnlen(a->service, sizeof(a->service)) < sizeof(a->service) &&
-	       strnlen(a->instance, sizeof(a->instance)) < sizeof(a->instance) &&
-	       strnlen(a->rpc_url, sizeof(a->rpc_url)) < sizeof(a->rpc_url) &&
-	       strnlen(a->admin_url, sizeof(a->admin_url)) < sizeof(a->admin_url) &&
-	       strnlen(a->version, sizeof(a->version)) < sizeof(a->version) &&
-	       a->service[0] != '\0' && a->instance[0] != '\0';
-}
-
 static ssize_t table_find(const reg_table *t, const char *instance)
 {
 	for (size_t i = 0; i < t->n; i++)
@@ -128,12 +127,17 @@ static int table_reserve(reg_table *t)
 	return 0;
 }
 
-static bool table_pipe_known(const reg_table *t, uint32_t pipe_id)
+static reg_pipe *table_pipe(const reg_table *t, uint32_t pipe_id)
 {
 	for (size_t i = 0; i < t->npipes; i++)
-		if (t->pipes[i] == pipe_id)
-			return true;
-	return false;
+		if (t->pipes[i].id == pipe_id)
+			return &t->pipes[i];
+	return NULL;
+}
+
+static bool table_pipe_known(const reg_table *t, uint32_t pipe_id)
+{
+	return table_pipe(t, pipe_id) != NULL;
 }
 
 int reg_table_pipe_add(reg_table *t, uint32_t pipe_id)
@@ -142,14 +146,14 @@ int reg_table_pipe_add(reg_table *t, uint32_t pipe_id)
 		return 0;
 	if (t->npipes == t->pipes_cap) {
 		size_t ncap = t->pipes_cap == 0 ? 16 : t->pipes_cap * 2;
-		uint32_t *np = realloc(t->pipes, ncap * sizeof(*np));
+		reg_pipe *np = realloc(t->pipes, ncap * sizeof(*np));
 
 		if (np == NULL)
 			return ENOMEM;
 		t->pipes = np;
 		t->pipes_cap = ncap;
 	}
-	t->pipes[t->npipes++] = pipe_id;
+	t->pipes[t->npipes++] = (reg_pipe){.id = pipe_id};
 	return 0;
 }
 
@@ -158,7 +162,7 @@ int reg_table_pipe_remove(reg_table *t, uint32_t pipe_id)
 	int dropped = 0;
 
 	for (size_t i = 0; i < t->npipes; i++) {
-		if (t->pipes[i] == pipe_id) {
+		if (t->pipes[i].id == pipe_id) {
 			t->pipes[i] = t->pipes[--t->npipes];
 			break;
 		}
@@ -185,7 +189,9 @@ reg_upsert_result reg_table_upsert(reg_table *t, const shop_instance *ad, uint32
 	reg_entry e = {.ad = *ad, .pipe_id = pipe_id, .last_seen_ms = now_ms, .answered = true};
 	ssize_t i;
 
-	if (!instance_valid(ad) || !table_pipe_known(t, pipe_id))
+	/* The caller refuses (and counts) adverts outside the safe form
+	 * before this; checked again so that none can enter the table. */
+	if (shop_advert_check(ad) != SHOP_ADVERT_OK || !table_pipe_known(t, pipe_id))
 		return REG_UPSERT_IGNORED;
 	if ((i = table_find(t, ad->instance)) >= 0) {
 		reg_entry *cur = &t->v[i];
@@ -210,6 +216,18 @@ reg_upsert_result reg_table_upsert(reg_table *t, const shop_instance *ad, uint32
 	t->joins++;
 	table_emit(t, REG_EV_JOIN, REG_LEAVE_NONE, &e.ad);
 	return REG_UPSERT_JOINED;
+}
+
+bool reg_table_refuse(reg_table *t, uint32_t pipe_id, shop_advert_fault why)
+{
+	reg_pipe *p = table_pipe(t, pipe_id);
+	bool first = p != NULL && !p->warned;
+
+	if ((unsigned)why < SHOP_ADVERT_N_FAULTS)
+		t->refused[why]++;
+	if (p != NULL)
+		p->warned = true;
+	return first;
 }
 
 int reg_table_survey_begin(reg_table *t)
@@ -402,19 +420,6 @@ int reg_table_prometheus_json(const reg_table *t, char **body, size_t *len)
 	return json_finish(root, body, len);
 }
 
-/* A Prometheus label value: backslash, double quote and newline escaped. */
-static void metrics_label(FILE *f, const char *s)
-{
-	for (; *s != '\0'; s++) {
-		if (*s == '\\' || *s == '"')
-			fprintf(f, "\\%c", *s);
-		else if (*s == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*s, f);
-	}
-}
-
 int reg_table_metrics_text(const reg_table *t, char **body, size_t *len)
 {
 	char *buf = NULL;
@@ -432,7 +437,7 @@ int reg_table_metrics_text(const reg_table *t, char **body, size_t *len)
 		while (j < t->n && strcmp(t->v[j].ad.service, t->v[i].ad.service) == 0)
 			j++;
 		fputs("shop_registry_instances{service=\"", f);
-		metrics_label(f, t->v[i].ad.service);
+		shop_metrics_put_label_value(f, t->v[i].ad.service);
 		fprintf(f, "\"} %zu\n", j - i);
 		i = j;
 	}
@@ -449,15 +454,16 @@ int reg_table_metrics_text(const reg_table *t, char **body, size_t *len)
 		"shop_registry_leaves_total{reason=\"missed_surveys\"} %llu\n",
 		(unsigned long long)t->revision, (unsigned long long)t->joins,
 		(unsigned long long)t->leaves_pipe, (unsigned long long)t->leaves_misses);
-	if (ferror(f)) {
-		fclose(f);
-		free(buf);
+	fputs("# HELP shop_registry_adverts_refused_total Adverts refused for a field outside the "
+	      "safe form, by the first such field.\n"
+	      "# TYPE shop_registry_adverts_refused_total counter\n",
+	      f);
+	for (int r = SHOP_ADVERT_OK + 1; r < SHOP_ADVERT_N_FAULTS; r++)
+		fprintf(f, "shop_registry_adverts_refused_total{reason=\"%s\"} %llu\n",
+			shop_advert_fault_name((shop_advert_fault)r),
+			(unsigned long long)t->refused[r]);
+	if (shop_memstream_close(f, &buf) != 0)
 		return ENOMEM;
-	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return ENOMEM;
-	}
 	*body = buf;
 	*len = blen;
 	return 0;

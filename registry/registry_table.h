@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "advert_check.h"
 #include "registry_client.h"
 
 /* At most this many instances; adverts for new instances beyond it are
@@ -60,11 +61,18 @@ int reg_table_pipe_add(reg_table *t, uint32_t pipe_id);
 int reg_table_pipe_remove(reg_table *t, uint32_t pipe_id);
 
 /* Records an answer (copied) to the current survey from pipe_id at now_ms.
- * Keyed by instance name; an empty service or instance name is refused. The
+ * Keyed by instance name; an advert outside the safe form (advert_check.h)
+ * is ignored, never stored (the caller counts it: reg_table_refuse). The
  * revision increases on a join or a changed field, never on an unchanged
  * re-answer. */
 reg_upsert_result reg_table_upsert(reg_table *t, const shop_instance *ad, uint32_t pipe_id,
 				   int64_t now_ms);
+
+/* Counts an advert refused for why (shown in reg_table_metrics_text).
+ * Returns true for the first refusal on pipe_id since it opened (the caller
+ * logs that one and not the next surveys' repeats); false after, and for a
+ * pipe the table does not know. */
+bool reg_table_refuse(reg_table *t, uint32_t pipe_id, shop_advert_fault why);
 
 /* A new survey is about to go out, so the previous one is over: every
  * instance that did not answer it counts a miss, and one that has now missed
@@ -94,7 +102,8 @@ int reg_table_services_json(const reg_table *t, int64_t now_ms, char **body, siz
 int reg_table_prometheus_json(const reg_table *t, char **body, size_t *len);
 
 /* GET /metrics: Prometheus text format 0.0.4 (shop_registry_instances per
- * service, revision, joins and leaves). Same ownership as above. */
+ * service, revision, joins and leaves, adverts refused by reason). Same
+ * ownership as above. */
 int reg_table_metrics_text(const reg_table *t, char **body, size_t *len);
 
 /* Splits an admin URL "http://host:port[/prefix]" into "host:port", the

@@ -19,8 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
 
 import stack  # noqa: E402
+import test_adverts  # noqa: E402
 import test_auth  # noqa: E402
 import test_bench  # noqa: E402
+import test_crash  # noqa: E402
 import test_dashboard  # noqa: E402
 import test_errors  # noqa: E402
 import test_faults  # noqa: E402
@@ -52,6 +54,7 @@ CASES = (
     + test_hardening.CASES
     + test_hostile.CASES
     + test_storms.CASES
+    + test_adverts.CASES
     + test_tokens.CASES
     + test_orders.CASES
     + test_rpc.CASES
@@ -63,6 +66,7 @@ CASES = (
     + [test_lifecycle.test_status_shows_every_instance_healthy,
        test_lifecycle.test_up_twice_is_harmless]
     + test_registry.FAULT_CASES
+    + test_crash.FAULT_CASES
     + test_orders.FAULT_CASES
     + test_hostile.FAULT_CASES
     + test_storms.FAULT_CASES

@@ -26,6 +26,7 @@
 
 #include <CUnit/Basic.h>
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 
@@ -899,6 +900,71 @@ static void test_view_drops_a_connection_that_stops_answering(void)
 	unlink(sa.sun_path);
 }
 
+/* A registry that answers every lookup with one advert in the safe form
+ * and two outside it (a header-injecting name, a port out of range). */
+static void *rogue_main(void *arg)
+{
+	nng_socket *s = arg;
+	Shop__V1__Advert ads[3];
+	Shop__V1__Advert *ptrs[3] = {&ads[0], &ads[1], &ads[2]};
+	Shop__V1__Instances out = SHOP__V1__INSTANCES__INIT;
+	static const char *const names[3] = {"product-a", "x\r\nSet-Cookie: pwn=1", "product-b"};
+	static const char *const urls[3] = {"tcp://127.0.0.1:7211", "tcp://127.0.0.1:7212",
+					    "tcp://127.0.0.1:99999"};
+	nng_msg *msg;
+
+	for (int i = 0; i < 3; i++) {
+		shop__v1__advert__init(&ads[i]);
+		ads[i].service = "product";
+		ads[i].instance = (char *)names[i];
+		ads[i].rpc_url = (char *)urls[i];
+		ads[i].admin_url = "http://127.0.0.1:7311";
+		ads[i].weight = 50;
+		ads[i].healthy = true;
+		ads[i].version = "0.1.0";
+	}
+	out.n_instances = 3;
+	out.instances = ptrs;
+	out.revision = 7;
+	while (nng_recvmsg(*s, &msg, 0) == 0) {
+		nng_msg_clear(msg);
+		if (nng_msg_realloc(msg, shop__v1__instances__get_packed_size(&out)) != 0) {
+			nng_msg_free(msg);
+			break;
+		}
+		shop__v1__instances__pack(&out, nng_msg_body(msg));
+		if (nng_sendmsg(*s, msg, 0) != 0)
+			nng_msg_free(msg);
+	}
+	return NULL;
+}
+
+static void test_view_leaves_out_instances_outside_the_safe_form(void)
+{
+	shop_registry_view *v = NULL;
+	shop_instance got[4];
+	nng_socket rep;
+	pthread_t t;
+	char url[96];
+	int n;
+
+	snprintf(url, sizeof(url), "ipc:///tmp/shop-regtest-%d-rogue.ipc", (int)getpid());
+	CU_ASSERT_FATAL(nng_rep0_open(&rep) == 0);
+	CU_ASSERT_FATAL(nng_listen(rep, url, NULL, 0) == 0);
+	CU_ASSERT_FATAL(pthread_create(&t, NULL, rogue_main, &rep) == 0);
+	CU_ASSERT_FATAL(shop_registry_view_create(&v, url, REFRESH_MS) == 0);
+	CU_ASSERT(view_wait_first(v, 3000));
+	CU_ASSERT_EQUAL(shop_registry_view_revision(v), 7);
+	n = shop_registry_view_get(v, "product", false, got, 4);
+	CU_ASSERT_EQUAL(n, 1);
+	if (n >= 1)
+		CU_ASSERT_STRING_EQUAL(got[0].instance, "product-a");
+	shop_registry_view_destroy(v);
+	nng_close(rep); /* ends rogue_main's receive */
+	pthread_join(t, NULL);
+	unlink(url + strlen("ipc://"));
+}
+
 /* ---- harness ------------------------------------------------------------------ */
 
 static int suite_init(void)
@@ -980,6 +1046,8 @@ int main(int argc, char **argv)
 	     test_view_destroy_is_prompt_while_the_registry_is_down},
 	    {"view drops a connection that stops answering",
 	     test_view_drops_a_connection_that_stops_answering},
+	    {"view leaves out instances outside the safe form",
+	     test_view_leaves_out_instances_outside_the_safe_form},
 	};
 	CU_pSuite s;
 	unsigned failed;

@@ -237,6 +237,49 @@ static void test_table_refuses_unnamed_advert(void)
 	reg_table_destroy(t);
 }
 
+static void test_table_refuses_unsafe_advert(void)
+{
+	shop_instance a = mk("product", "x\r\nSet-Cookie: pwn=1", "http://127.0.0.1:7311", 70);
+	shop_instance b = mk("product", "product-z", "http://127.0.0.1:7311", 70);
+	events ev;
+	reg_table *t = mk_table(3, &ev);
+
+	snprintf(b.rpc_url, sizeof(b.rpc_url), "tcp://127.0.0.1:99999");
+	CU_ASSERT_EQUAL(reg_table_upsert(t, &a, 1, 0), REG_UPSERT_IGNORED);
+	CU_ASSERT_EQUAL(reg_table_upsert(t, &b, 1, 0), REG_UPSERT_IGNORED);
+	CU_ASSERT_EQUAL(reg_table_count(t), 0);
+	CU_ASSERT_EQUAL(ev.joins, 0);
+	reg_table_destroy(t);
+}
+
+static void test_table_counts_refusals_and_warns_once_per_pipe(void)
+{
+	events ev;
+	reg_table *t = mk_table(3, &ev);
+	char *body = NULL;
+	size_t len;
+
+	CU_ASSERT_TRUE(reg_table_refuse(t, 1, SHOP_ADVERT_INSTANCE));
+	CU_ASSERT_FALSE(reg_table_refuse(t, 1, SHOP_ADVERT_INSTANCE)); /* the next survey's */
+	CU_ASSERT_TRUE(reg_table_refuse(t, 2, SHOP_ADVERT_RPC_URL));
+	CU_ASSERT_FALSE(reg_table_refuse(t, 99, SHOP_ADVERT_UNPARSABLE)); /* unknown pipe */
+	reg_table_pipe_remove(t, 1);
+	CU_ASSERT_TRUE(reg_table_pipe_add(t, 1) == 0);
+	CU_ASSERT_TRUE(reg_table_refuse(t, 1, SHOP_ADVERT_INSTANCE)); /* a new connection */
+	CU_ASSERT_FATAL(reg_table_metrics_text(t, &body, &len) == 0);
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(body, "\nshop_registry_adverts_refused_total{reason=\"instance\"} 3\n"));
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(body, "\nshop_registry_adverts_refused_total{reason=\"rpc_url\"} 1\n"));
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(body, "\nshop_registry_adverts_refused_total{reason=\"unparsable\"} 1\n"));
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(body, "\nshop_registry_adverts_refused_total{reason=\"weight\"} 0\n"));
+	CU_ASSERT_PTR_NULL(strstr(body, "reason=\"ok\""));
+	free(body);
+	reg_table_destroy(t);
+}
+
 static void test_table_lookup_filters_and_orders(void)
 {
 	shop_instance in[] = {
@@ -413,6 +456,9 @@ int main(void)
 	    {"misses drop after N surveys", test_table_misses_drop_after_n_surveys},
 	    {"answer resets misses", test_table_answer_resets_misses},
 	    {"unnamed advert refused", test_table_refuses_unnamed_advert},
+	    {"unsafe advert refused", test_table_refuses_unsafe_advert},
+	    {"refusals counted, warned once per pipe",
+	     test_table_counts_refusals_and_warns_once_per_pipe},
 	    {"lookup filters and orders", test_table_lookup_filters_and_orders},
 	    {"services json", test_table_services_json_lists_adverts_and_age},
 	    {"prometheus targets json", test_table_prometheus_targets_json},
