@@ -113,22 +113,21 @@ def check_same_processes(before, what):
               % (what, name, pid, now))
 
 
-def sign_up(name, src=NORMAL_SRC):
+def post_from(src, path, body):
+    """POST path with body on a connection from source address src."""
     conn = _conn(src)
     try:
-        return stack.request("POST", "/auth/sign-up", {"name": name, "password": PASSWORD},
-                             conn=conn)
+        return stack.request("POST", path, body, conn=conn)
     finally:
         conn.close()
 
 
-def sign_in(name, password=PASSWORD, src=NORMAL_SRC):
-    conn = _conn(src)
-    try:
-        return stack.request("POST", "/auth/sign-in", {"name": name, "password": password},
-                             conn=conn)
-    finally:
-        conn.close()
+def sign_up(name):
+    return post_from(NORMAL_SRC, "/auth/sign-up", {"name": name, "password": PASSWORD})
+
+
+def sign_in(name):
+    return post_from(NORMAL_SRC, "/auth/sign-in", {"name": name, "password": PASSWORD})
 
 
 def normal_user():
