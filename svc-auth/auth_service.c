@@ -151,9 +151,9 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	auth_app *app = appv;
 	char fresh[crypto_pwhash_STRBYTES], *name;
 	size_t cap = strlen(req->name) + 1;
-	const char *hash;
+	const char *hash, *bucket;
 	PGresult *res = NULL;
-	int64_t id = 0, wait_ms, now_ms = shop_now_unix_ms();
+	int64_t id = 0, wait_ms;
 	int known, ok, clean;
 	char retry[24];
 
@@ -162,9 +162,11 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 		return;
 	}
 	clean = shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) == 0;
-	/* Throttled before any hashing: a flood of guesses costs no CPU. */
-	wait_ms = auth_throttle_check(shop_service_redis(call), &app->throttle, clean ? name : NULL,
-				      req->client_address, now_ms);
+	bucket = clean ? name : NULL;
+	/* A token is taken before any hashing, in one atomic step: a flood of
+	 * guesses, concurrent or not, gets at most burst passwords checked. */
+	wait_ms = auth_throttle_take(shop_service_redis(call), &app->throttle, bucket,
+				     req->client_address, shop_now_unix_ms());
 	if (wait_ms > 0) {
 		snprintf(retry, sizeof(retry), "%" PRId64, (wait_ms + 999) / 1000);
 		shop_rpc_reply_error(reply, SHOP_RPC_RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS",
@@ -174,13 +176,14 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	/* A name or password that could never have signed up cannot match:
 	 * the same answer as a wrong password, without touching the store. */
-	if (!clean || strlen(req->password) < PASSWORD_MIN || strlen(req->password) > PASSWORD_MAX) {
+	if (!clean || strlen(req->password) < PASSWORD_MIN ||
+	    strlen(req->password) > PASSWORD_MAX) {
 		verify_password(app, app->dummy_hash, req->password);
 		goto denied;
 	}
 	if ((res = auth_store_find_user(shop_service_pg(call), name)) == NULL) {
 		shop_service_reply_db_down(reply);
-		goto out;
+		goto out_refund; /* no password was checked */
 	}
 	known = PQntuples(res) == 1;
 	hash = known ? PQgetvalue(res, 0, 2) : app->dummy_hash;
@@ -195,12 +198,15 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	    auth_store_set_hash(shop_service_pg(call), id, fresh) == 0)
 		SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 ": password re-hashed", id);
 	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
-	goto out;
+	goto out_refund; /* a success keeps no token */
 denied:
-	auth_throttle_fail(shop_service_redis(call), &app->throttle, clean ? name : NULL,
-			   req->client_address, now_ms);
+	/* The token taken stays taken: this was a failed guess. */
 	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "INVALID_CREDENTIALS",
 			     "name or password is wrong");
+	goto out;
+out_refund:
+	auth_throttle_refund(shop_service_redis(call), &app->throttle, bucket, req->client_address,
+			     shop_now_unix_ms());
 out:
 	PQclear(res);
 	free(name);

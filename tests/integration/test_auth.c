@@ -1,5 +1,6 @@
 /* test_auth.c -- the auth service over a real nng socket and a real
  * PostgreSQL (SHOP_TEST_PG_DSN): sign-up, sign-in, tokens, re-hashing. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,18 +196,184 @@ static void test_auth_sign_in_throttled_per_name(void)
 	shop__v1__rpc_response__free_unpacked(resp, NULL);
 }
 
+#define RACERS 40
+
+static shop_redis *redis_connect(void)
+{
+	const char *raddr = getenv("SHOP_TEST_REDIS_ADDR");
+	char host[64];
+	uint16_t port;
+
+	if (raddr == NULL || shop_parse_hostport(raddr, host, sizeof(host), &port) != 0)
+		return NULL;
+	return shop_redis_create(host, port, 2000);
+}
+
+typedef struct racer {
+	pthread_barrier_t *start;
+	shop_redis *redis; /* the thread's own connection, as each worker has */
+	const char *name;
+	Shop__V1__SignInRequest *req; /* set: call SignIn instead of the throttle */
+	int64_t wait_ms;              /* auth_throttle_take's answer */
+	int code;                     /* SignIn's code, -1 on a transport error */
+	char retry_after[24];
+} racer;
+
+static void *racer_run(void *arg)
+{
+	racer *r = arg;
+	Shop__V1__RpcResponse *resp;
+	const char *ra;
+
+	pthread_barrier_wait(r->start);
+	if (r->req == NULL) {
+		r->wait_ms =
+		    auth_throttle_take(r->redis, &app.throttle, r->name, NULL, shop_now_unix_ms());
+		return NULL;
+	}
+	r->code = -1;
+	if ((resp = harness_call(SIGN_IN, &r->req->base)) == NULL)
+		return NULL;
+	r->code = resp->code;
+	if ((ra = shop_rpc_response_meta(resp, "retry_after")) != NULL)
+		snprintf(r->retry_after, sizeof(r->retry_after), "%s", ra);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	return NULL;
+}
+
+/* Runs RACERS threads released together by one barrier. */
+static void race(racer *rs)
+{
+	pthread_t th[RACERS];
+	pthread_barrier_t start;
+
+	CU_ASSERT_EQUAL_FATAL(pthread_barrier_init(&start, NULL, RACERS), 0);
+	for (int i = 0; i < RACERS; i++) {
+		rs[i].start = &start;
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, racer_run, &rs[i]), 0);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&start);
+}
+
+/* Many takes at once on one fresh bucket, each thread on its own Redis
+ * connection: exactly burst get a token, the others a wait. A refund gives
+ * one token back, and refunds never fill a bucket past its burst. */
+static void test_auth_throttle_take_is_atomic(void)
+{
+	racer rs[RACERS] = {0};
+	shop_redis *r = redis_connect();
+	int granted = 0;
+	char name[64];
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	snprintf(name, sizeof(name), "racer-%d", (int)getpid());
+	for (int i = 0; i < RACERS; i++) {
+		rs[i].name = name;
+		CU_ASSERT_PTR_NOT_NULL_FATAL(rs[i].redis = redis_connect());
+	}
+	race(rs);
+	for (int i = 0; i < RACERS; i++) {
+		granted += rs[i].wait_ms == 0;
+		CU_ASSERT(rs[i].wait_ms == 0 || rs[i].wait_ms > 1000);
+		shop_redis_destroy(rs[i].redis);
+	}
+	CU_ASSERT_EQUAL(granted, app.throttle.name_burst);
+	CU_ASSERT(auth_throttle_take(r, &app.throttle, name, NULL, shop_now_unix_ms()) > 0);
+	auth_throttle_refund(r, &app.throttle, name, NULL, shop_now_unix_ms());
+	CU_ASSERT_EQUAL(auth_throttle_take(r, &app.throttle, name, NULL, shop_now_unix_ms()), 0);
+	CU_ASSERT(auth_throttle_take(r, &app.throttle, name, NULL, shop_now_unix_ms()) > 0);
+	for (int i = 0; i < 10; i++)
+		auth_throttle_refund(r, &app.throttle, name, NULL, shop_now_unix_ms());
+	granted = 0;
+	for (int i = 0; i < 10; i++)
+		granted +=
+		    auth_throttle_take(r, &app.throttle, name, NULL, shop_now_unix_ms()) == 0;
+	CU_ASSERT_EQUAL(granted, app.throttle.name_burst);
+	CU_ASSERT_TRUE(shop_redis_ok(r));
+	shop_redis_destroy(r);
+}
+
+/* RACERS wrong passwords for one existing name at once, through the
+ * service's workers: exactly burst are checked (UNAUTHENTICATED), every
+ * other one is RESOURCE_EXHAUSTED with retry_after. Afterwards the right
+ * password is refused too: the bucket is empty. */
+static void test_auth_concurrent_wrong_passwords_checked_at_most_burst(void)
+{
+	Shop__V1__SignInRequest req = SHOP__V1__SIGN_IN_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp;
+	racer rs[RACERS] = {0};
+	int denied = 0, throttled = 0;
+	char name[64], addr[64];
+
+	snprintf(name, sizeof(name), "gina%d", (int)getpid());
+	snprintf(addr, sizeof(addr), "10.7.%d.1", (int)getpid() % 250);
+	resp = sign(SIGN_UP, name, "gina-password");
+	CU_ASSERT_EQUAL_FATAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	req.name = name;
+	req.client_address = addr;
+	req.password = "bad-guess!";
+	for (int i = 0; i < RACERS; i++)
+		rs[i].req = &req;
+	race(rs);
+	for (int i = 0; i < RACERS; i++) {
+		denied += rs[i].code == 16;
+		if (rs[i].code == 8) {
+			throttled++;
+			CU_ASSERT(atoi(rs[i].retry_after) >= 1);
+		}
+	}
+	CU_ASSERT_EQUAL(denied, app.throttle.name_burst);
+	CU_ASSERT_EQUAL(throttled, RACERS - app.throttle.name_burst);
+	req.password = "gina-password";
+	resp = call(SIGN_IN, &req.base);
+	CU_ASSERT_EQUAL(resp->code, 8);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+/* A successful sign-in gives its token back: burst right passwords in a
+ * row, then burst - 1 wrong ones, and the right one still gets in. */
+static void test_auth_success_keeps_no_token(void)
+{
+	Shop__V1__SignInRequest req = SHOP__V1__SIGN_IN_REQUEST__INIT;
+	Shop__V1__RpcResponse *resp;
+	char name[64], addr[64];
+
+	snprintf(name, sizeof(name), "hank%d", (int)getpid());
+	snprintf(addr, sizeof(addr), "10.6.%d.1", (int)getpid() % 250);
+	resp = sign(SIGN_UP, name, "hank-password");
+	CU_ASSERT_EQUAL_FATAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	req.name = name;
+	req.client_address = addr;
+	for (int i = 0; i < 2 * app.throttle.name_burst - 1; i++) {
+		int right = i < app.throttle.name_burst;
+
+		req.password = right ? "hank-password" : "bad-guess!";
+		resp = call(SIGN_IN, &req.base);
+		CU_ASSERT_EQUAL(resp->code, right ? 0 : 16);
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	req.password = "hank-password";
+	resp = call(SIGN_IN, &req.base);
+	CU_ASSERT_EQUAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
 /* Redis unreachable: the check answers "allowed" within its timeout, and
- * a failure record costs nothing. */
+ * a refund costs nothing. */
 static void test_auth_throttle_fails_open_without_redis(void)
 {
 	shop_redis *dead = shop_redis_create("127.0.0.1", 1, 100);
 	int64_t t0 = shop_now_mono_us();
 
 	for (int i = 0; i < 10; i++) {
-		auth_throttle_fail(dead, &app.throttle, "x", "1.2.3.4", shop_now_unix_ms());
-		CU_ASSERT_EQUAL(auth_throttle_check(dead, &app.throttle, "x", "1.2.3.4",
-						    shop_now_unix_ms()),
+		CU_ASSERT_EQUAL(auth_throttle_take(dead, &app.throttle, "x", "1.2.3.4",
+						   shop_now_unix_ms()),
 				0);
+		auth_throttle_refund(dead, &app.throttle, "x", "1.2.3.4", shop_now_unix_ms());
 	}
 	CU_ASSERT(shop_now_mono_us() - t0 < 1000 * 1000);
 	CU_ASSERT_FALSE(shop_redis_ok(dead));
@@ -223,6 +390,10 @@ int main(void)
 		{"sign-in re-hashes a weak hash", test_auth_sign_in_rehashes_weak_hash},
 		{"sign-in throttled per name", test_auth_sign_in_throttled_per_name},
 		{"throttle fails open without Redis", test_auth_throttle_fails_open_without_redis},
+		{"throttle take is atomic", test_auth_throttle_take_is_atomic},
+		{"concurrent wrong passwords: at most burst checked",
+		 test_auth_concurrent_wrong_passwords_checked_at_most_burst},
+		{"a successful sign-in keeps no token", test_auth_success_keeps_no_token},
 	};
 	int status;
 
