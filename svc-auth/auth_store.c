@@ -10,7 +10,7 @@ const shop_migration auth_migrations[] = {
 	    "  name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 64),"
 	    "  password_hash text NOT NULL,"
 	    "  created_at timestamptz NOT NULL DEFAULT now());"
-	    "CREATE UNIQUE INDEX users_name_key ON users (name)"},
+	    "CREATE UNIQUE INDEX users_name_key ON users (name)", NULL},
 };
 const int auth_n_migrations = sizeof(auth_migrations) / sizeof(auth_migrations[0]);
 
