@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 /* KEYS: bucket keys. ARGV[1] now (ms), ARGV[2] "take" or "refund", then
  * per key: burst, ms per token.
  *
@@ -39,6 +41,24 @@ static const char bucket_lua[] =
     "end\n"
     "return 0\n";
 
+/* A name's bucket key: the name itself, readable for an operator, or for
+ * a name too long for the buffer (a name's key may be several times its 64
+ * characters) a hash of it, so that long names never share a bucket by a
+ * truncated prefix. */
+static void name_bucket(char *out, size_t cap, const char *name)
+{
+	unsigned char h[16];
+	char hex[2 * sizeof(h) + 1];
+
+	if (strlen(name) <= 200) {
+		snprintf(out, cap, "shop:signin:name:%s", name);
+		return;
+	}
+	crypto_generichash(h, sizeof(h), (const unsigned char *)name, strlen(name), NULL, 0);
+	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+	snprintf(out, cap, "shop:signin:name#%s", hex);
+}
+
 static int64_t bucket_eval(shop_redis *r, const auth_throttle_config *c, const char *name,
 			   const char *addr, int64_t now_ms, const char *op)
 {
@@ -54,7 +74,7 @@ static int64_t bucket_eval(shop_redis *r, const auth_throttle_config *c, const c
 	argv[argc++] = bucket_lua;
 	argc++; /* the key count, filled below */
 	if (name != NULL && name[0] != '\0') {
-		snprintf(nkey, sizeof(nkey), "shop:signin:name:%s", name);
+		name_bucket(nkey, sizeof(nkey), name);
 		argv[argc++] = nkey;
 		nkeys++;
 	}

@@ -196,6 +196,175 @@ static void test_auth_sign_in_throttled_per_name(void)
 	shop__v1__rpc_response__free_unpacked(resp, NULL);
 }
 
+/* The SQL text of one value, "" when the query fails or finds nothing
+ * (buf must hold 256 bytes). */
+static const char *sql_value(shop_pg *pg, const char *sql, const char *param, char *buf)
+{
+	const char *params[1] = {param};
+	PGresult *res = shop_pg_query(pg, sql, 1, params, NULL);
+
+	buf[0] = '\0';
+	if (res != NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+		snprintf(buf, 256, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return buf;
+}
+
+/* Column column of user id, "" when NULL. */
+static const char *user_value(shop_pg *pg, const char *column, int id, char *buf)
+{
+	char sql[80], idbuf[16];
+
+	snprintf(sql, sizeof(sql), "SELECT %s FROM users WHERE id = $1", column);
+	snprintf(idbuf, sizeof(idbuf), "%d", id);
+	return sql_value(pg, sql, idbuf, buf);
+}
+
+/* The id auth_store_find_user finds, "" for none (buf holds 256 bytes). */
+static const char *found_id(shop_pg *pg, const char *key, const char *exact, char *buf)
+{
+	PGresult *res = auth_store_find_user(pg, key, exact);
+
+	buf[0] = '\0';
+	if (res != NULL && PQntuples(res) == 1)
+		snprintf(buf, 256, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return buf;
+}
+
+/* After alice: every look-alike of issue 14 is taken or refused, and a
+ * name is stored NFC whatever form it came in. */
+static void test_auth_look_alikes_are_one_name(void)
+{
+	static const char *const taken[] = {"ALICE", "\u0430lice", "\uff41lice", "Alice "};
+	static const char *const refused[] = {"alice\u200b", "\u202eevil", "al\u200dice"};
+	shop_pg *pg = shop_pg_create(H.dsn);
+	Shop__V1__RpcResponse *resp;
+	const char *field;
+	char buf[256];
+
+	/* alice signed up in the first test. */
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		resp = sign(SIGN_UP, taken[i], "password-1");
+		CU_ASSERT_EQUAL(resp->code, 6);
+		CU_ASSERT_STRING_EQUAL(resp->reason, "NAME_TAKEN");
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	/* Capital I and small l: equal skeletons, though case folding parts
+	 * them (i, l). */
+	resp = sign(SIGN_UP, "Ivy", "password-1");
+	CU_ASSERT_EQUAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	resp = sign(SIGN_UP, "lvy", "password-1");
+	CU_ASSERT_EQUAL(resp->code, 6);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		resp = sign(SIGN_UP, refused[i], "password-1");
+		CU_ASSERT_EQUAL(resp->code, 3);
+		field = shop_rpc_response_meta(resp, "field");
+		CU_ASSERT(field != NULL && strcmp(field, "name") == 0);
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	resp = sign(SIGN_UP, "cafe\u0301", "password-1");
+	CU_ASSERT_EQUAL(resp->code, 0);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	resp = sign(SIGN_UP, "caf\u00e9", "password-2");
+	CU_ASSERT_EQUAL(resp->code, 6);
+	shop__v1__rpc_response__free_unpacked(resp, NULL);
+	CU_ASSERT_STRING_EQUAL(
+	    sql_value(pg, "SELECT count(*) FROM users WHERE name = $1", "caf\u00e9", buf), "1");
+	CU_ASSERT_STRING_EQUAL(
+	    sql_value(pg, "SELECT count(*) FROM users WHERE name = $1", "cafe\u0301", buf), "0");
+	shop_pg_destroy(pg);
+}
+
+/* Sign-in goes by the name's key, and answers the name as stored. */
+static void test_auth_sign_in_by_key(void)
+{
+	Shop__V1__RpcResponse *resp;
+	Shop__V1__SignInResponse *s;
+	static const char *const spellings[][2] = {{"ALICE", "alice"},
+						   {"\uff41lice", "alice"},
+						   {"caf\u00e9", "caf\u00e9"},
+						   {"CAFE\u0301", "caf\u00e9"}};
+
+	for (size_t i = 0; i < 4; i++) {
+		resp = sign(SIGN_IN, spellings[i][0], i < 2 ? "correct horse" : "password-1");
+		CU_ASSERT_EQUAL(resp->code, 0);
+		if (resp->code != 0) {
+			shop__v1__rpc_response__free_unpacked(resp, NULL);
+			continue;
+		}
+		s = shop__v1__sign_in_response__unpack(NULL, resp->payload.len, resp->payload.data);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+		CU_ASSERT_STRING_EQUAL(s->name, spellings[i][1]);
+		shop__v1__sign_in_response__free_unpacked(s, NULL);
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+}
+
+/* A database made before names had keys: migration 2 gives every user its
+ * keys, oldest first; users that are now the same name as an older one, or
+ * whose names break the new rules, keep their rows without keys and still
+ * sign in with their exact name; decomposed names become NFC unless that
+ * spelling is another user's. */
+static void test_auth_migration_keys_existing_users(void)
+{
+	static const char *const legacy[] = {
+	    "alice", "ALICE", "cafe\u0301", "bob\u200b", "\u0430lice", "Zoe\u0308", "caf\u00e9",
+	};
+	const char *base = getenv("SHOP_TEST_PG_DSN");
+	char schema[64], dsn[1100], sql[160], buf[256];
+	shop_pg *admin = shop_pg_create(base), *pg;
+	PGresult *res;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(admin);
+	snprintf(schema, sizeof(schema), "it_authup_%d", (int)getpid());
+	snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", schema);
+	CU_ASSERT_EQUAL_FATAL(shop_pg_exec(admin, sql), 0);
+	snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
+	CU_ASSERT_EQUAL_FATAL(shop_pg_exec(admin, sql), 0);
+	if (strncmp(base, "postgres", 8) == 0)
+		snprintf(dsn, sizeof(dsn), "%s%coptions=-csearch_path%%3D%s", base,
+			 strchr(base, '?') != NULL ? '&' : '?', schema);
+	else
+		snprintf(dsn, sizeof(dsn), "%s options=-csearch_path=%s", base, schema);
+	pg = shop_pg_create(dsn);
+	CU_ASSERT_EQUAL_FATAL(shop_pg_migrate(pg, auth_migrations, 1), 0);
+	for (size_t i = 0; i < sizeof(legacy) / sizeof(legacy[0]); i++) {
+		const char *params[1] = {legacy[i]};
+
+		res = shop_pg_query(pg, "INSERT INTO users (name, password_hash) VALUES ($1, 'x')",
+				    1, params, NULL);
+		CU_ASSERT_PTR_NOT_NULL(res);
+		PQclear(res);
+	}
+	CU_ASSERT_EQUAL_FATAL(shop_pg_migrate(pg, auth_migrations, auth_n_migrations), 0);
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 1, buf), "alice");
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 2, buf), ""); /* ALICE: alice's name */
+	CU_ASSERT_STRING_NOT_EQUAL(user_value(pg, "name_key", 3, buf), ""); /* café, decomposed */
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name", 3, buf), "cafe\u0301"); /* NFC is user 7's */
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 4, buf), "");       /* zero width */
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 5, buf), "");       /* Cyrillic а */
+	CU_ASSERT_STRING_NOT_EQUAL(user_value(pg, "name_key", 6, buf), "");
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name", 6, buf), "Zo\u00eb"); /* now NFC */
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 7, buf), "");     /* café again */
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name", 7, buf), "caf\u00e9");
+	/* Sign-in's lookup: by key, or by the exact name of a user kept
+	 * without keys. */
+	CU_ASSERT_STRING_EQUAL(found_id(pg, "alice", "ALICE", buf), "2");
+	CU_ASSERT_STRING_EQUAL(found_id(pg, "alice", "Alice", buf), "1");
+	CU_ASSERT_STRING_EQUAL(found_id(pg, NULL, "bob\u200b", buf), "4");
+	CU_ASSERT_STRING_EQUAL(found_id(pg, NULL, "bob", buf), "");
+	/* Migrating again changes nothing. */
+	CU_ASSERT_EQUAL(shop_pg_migrate(pg, auth_migrations, auth_n_migrations), 0);
+	CU_ASSERT_STRING_EQUAL(user_value(pg, "name_key", 2, buf), "");
+	shop_pg_destroy(pg);
+	snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", schema);
+	shop_pg_exec(admin, sql);
+	shop_pg_destroy(admin);
+}
+
 #define RACERS 40
 
 static shop_redis *redis_connect(void)
@@ -383,17 +552,20 @@ static void test_auth_throttle_fails_open_without_redis(void)
 int main(void)
 {
 	static const shop_test tests[] = {
-		{"sign-up issues a valid token", test_auth_sign_up_issues_a_valid_token},
-		{"name taken", test_auth_name_taken},
-		{"sign-up validates name and password", test_auth_sign_up_validates},
-		{"sign-in right and wrong", test_auth_sign_in_right_and_wrong},
-		{"sign-in re-hashes a weak hash", test_auth_sign_in_rehashes_weak_hash},
-		{"sign-in throttled per name", test_auth_sign_in_throttled_per_name},
-		{"throttle fails open without Redis", test_auth_throttle_fails_open_without_redis},
-		{"throttle take is atomic", test_auth_throttle_take_is_atomic},
-		{"concurrent wrong passwords: at most burst checked",
-		 test_auth_concurrent_wrong_passwords_checked_at_most_burst},
-		{"a successful sign-in keeps no token", test_auth_success_keeps_no_token},
+	    {"sign-up issues a valid token", test_auth_sign_up_issues_a_valid_token},
+	    {"name taken", test_auth_name_taken},
+	    {"sign-up validates name and password", test_auth_sign_up_validates},
+	    {"sign-in right and wrong", test_auth_sign_in_right_and_wrong},
+	    {"sign-in re-hashes a weak hash", test_auth_sign_in_rehashes_weak_hash},
+	    {"sign-in throttled per name", test_auth_sign_in_throttled_per_name},
+	    {"throttle fails open without Redis", test_auth_throttle_fails_open_without_redis},
+	    {"look-alikes are one name", test_auth_look_alikes_are_one_name},
+	    {"sign-in by the name's key", test_auth_sign_in_by_key},
+	    {"migration keys existing users", test_auth_migration_keys_existing_users},
+	    {"throttle take is atomic", test_auth_throttle_take_is_atomic},
+	    {"concurrent wrong passwords: at most burst checked",
+	     test_auth_concurrent_wrong_passwords_checked_at_most_burst},
+	    {"a successful sign-in keeps no token", test_auth_success_keeps_no_token},
 	};
 	int status;
 
