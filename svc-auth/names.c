@@ -165,11 +165,11 @@ int auth_name_init(auth_name *n, const char *raw)
 	}
 	if (normalize(fold, &display, &folded, &st) != 0)
 		goto out;
-	/* One checker per call: ICU documents uspoof_getSkeleton on a shared
-	 * const checker as thread safe since 4.6, but opening one costs about
-	 * a microsecond (the confusable data are a process-wide singleton)
-	 * next to tens of milliseconds of Argon2id, and then no ICU version
-	 * or build needs to keep that promise. */
+	/* One checker per call, never shared between workers: ICU 72's
+	 * uspoof.h calls functions on a const checker thread safe, but not
+	 * every ICU release kept that promise, and opening one costs under
+	 * half a microsecond (the confusable data are loaded once per
+	 * process) next to tens of milliseconds of Argon2id. */
 	if ((sc = uspoof_open(&st)) == NULL || U_FAILURE(st))
 		goto out;
 	if ((n->display = to_utf8(&display, &st)) == NULL ||

@@ -131,6 +131,22 @@ static void test_names_64_characters_not_65(void)
 	CU_ASSERT_EQUAL(auth_name_init(&n, s), AUTH_NAME_INVALID);
 }
 
+/* Hostile sizes are refused, freeing what they took: 10 000 bytes, and
+ * one letter with 1000 combining marks (1001 characters after NFC). */
+static void test_names_refuses_hostile_sizes(void)
+{
+	static char big[10001], marks[2100];
+	auth_name n;
+
+	memset(big, 'a', sizeof(big) - 1);
+	CU_ASSERT_EQUAL(auth_name_init(&n, big), AUTH_NAME_INVALID);
+	strcpy(marks, "a");
+	for (int i = 0; i < 1000; i++)
+		strcat(marks, "\u0301");
+	CU_ASSERT_EQUAL(auth_name_init(&n, marks), AUTH_NAME_INVALID);
+	CU_ASSERT_PTR_NULL(n.display);
+}
+
 /* Why two keys: the skeletons of capital I and small l are equal, but
  * case folding first makes them i and l. And the contract's "or" chains:
  * alice ~ ALICE (folding) ~ ALlCE (skeleton) ~ allce (folding), so one key
@@ -206,6 +222,7 @@ int main(void)
 	    {"NFD is stored NFC", test_names_nfd_is_stored_nfc},
 	    {"case is one name", test_names_case_is_one_name},
 	    {"64 characters, not 65", test_names_64_characters_not_65},
+	    {"refuses hostile sizes", test_names_refuses_hostile_sizes},
 	    {"the skeleton catches what folding parts",
 	     test_names_skeleton_catches_what_folding_parts},
 	    {"other scripts stay apart", test_names_other_scripts_stay_apart},
