@@ -155,11 +155,13 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	const char *hash, *bucket;
 	PGresult *res = NULL;
 	int64_t id = 0, wait_ms;
-	int known, ok, got;
+	int known, ok;
 	auth_name name;
 	char retry[24];
 
-	if ((got = auth_name_init(&name, req->name)) == AUTH_NAME_INTERNAL) {
+	/* An invalid name leaves name empty (no key): it may still be a user
+	 * kept without keys, found by exact below. */
+	if (auth_name_init(&name, req->name) == AUTH_NAME_INTERNAL) {
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot check the name");
 		return;
 	}
