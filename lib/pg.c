@@ -407,6 +407,8 @@ static int migration_apply(shop_pg *pg, const shop_migration *m, unsigned long g
 		goto out_rollback;
 	}
 	PQclear(res);
+	if (m->fill != NULL && (m->fill(pg) != 0 || pg->gen != gen))
+		goto out_rollback;
 	res = shop_pg_query(pg, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, params,
 			    NULL);
 	if (res == NULL)

@@ -34,11 +34,15 @@ int shop_pg_ok(shop_pg *pg);
 typedef struct shop_migration {
 	int version;     /* 1, 2, 3... ascending */
 	const char *sql; /* may hold several statements */
+	/* NULL, or run after sql in the same transaction: data SQL cannot
+	 * compute (a column filled by the service's own code). Returns 0, or
+	 * -1 to roll the migration back. */
+	int (*fill)(shop_pg *pg);
 } shop_migration;
 
 /* Applies the migrations whose version is not yet in schema_migrations,
- * each in its own transaction, under an advisory lock so that two
- * instances starting together do not race. Returns 0 or -1. */
+ * each in its own transaction (sql, then fill), under an advisory lock so
+ * that two instances starting together do not race. Returns 0 or -1. */
 int shop_pg_migrate(shop_pg *pg, const shop_migration *m, int n);
 
 #endif

@@ -12,11 +12,11 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "names.h"
 #include "service.h"
 #include "text.h"
 #include "token.h"
 
-#define NAME_MAX_CHARS 64
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 128
 
@@ -57,17 +57,10 @@ void auth_app_fini(auth_app *app)
 	app->gate = NULL;
 }
 
-/* Validates name and password; on success writes the trimmed name. */
-static int check_credentials(const char *name, const char *password, char *clean, size_t cap,
-			     shop_rpc_reply *reply)
+static int check_password(const char *password, shop_rpc_reply *reply)
 {
 	size_t pw_len = strlen(password);
 
-	if (shop_text_clean(name, 1, NAME_MAX_CHARS, clean, cap) != 0) {
-		shop_rpc_reply_bad_field(reply, "name",
-				"must be 1 to 64 characters of UTF-8 text without control characters");
-		return -1;
-	}
 	if (pw_len < PASSWORD_MIN || pw_len > PASSWORD_MAX) {
 		shop_rpc_reply_bad_field(reply, "password", "must be 8 to 128 bytes");
 		return -1;
@@ -192,17 +185,22 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 {
 	const Shop__V1__SignUpRequest *req = (const void *)msg;
 	auth_app *app = appv;
-	char hash[crypto_pwhash_STRBYTES], sqlstate[6] = "", *name;
-	size_t cap = strlen(req->name) + 1;
+	char hash[crypto_pwhash_STRBYTES], sqlstate[6] = "";
 	PGresult *res = NULL;
+	auth_name name;
 	int64_t id;
 	int rv;
+	int got;
 
-	if ((name = malloc(cap)) == NULL) {
-		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+	if ((got = auth_name_init(&name, req->name)) != AUTH_NAME_OK) {
+		if (got == AUTH_NAME_INVALID)
+			shop_rpc_reply_bad_field(reply, "name", AUTH_NAME_RULE);
+		else
+			shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL",
+					     "cannot check the name");
 		return;
 	}
-	if (check_credentials(req->name, req->password, name, cap, reply) != 0)
+	if (check_password(req->password, reply) != 0)
 		goto out;
 	if (hash_password(app, call, req->client_address, req->password, hash, &rv, reply) != 0)
 		goto out; /* shed: answered */
@@ -210,7 +208,10 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot hash");
 		goto out;
 	}
-	res = auth_store_insert_user(shop_service_pg(call), name, hash, sqlstate);
+	/* Taken when either key (names.h) or the NFC spelling is another
+	 * user's: the unique indexes decide, so concurrent sign-ups of two
+	 * look-alikes cannot both win. */
+	res = auth_store_insert_user(shop_service_pg(call), &name, hash, sqlstate);
 	if (res == NULL && strcmp(sqlstate, "23505") == 0) {
 		shop_rpc_reply_error(reply, SHOP_RPC_ALREADY_EXISTS, "NAME_TAKEN",
 				     "this name is already taken");
@@ -222,10 +223,10 @@ static void sign_up(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 " signed up", id);
-	reply_session(app, reply, &shop__v1__sign_up_response__descriptor, id, name);
+	reply_session(app, reply, &shop__v1__sign_up_response__descriptor, id, name.display);
 out:
 	PQclear(res);
-	free(name);
+	auth_name_fini(&name);
 }
 
 static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg,
@@ -233,23 +234,41 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 {
 	const Shop__V1__SignInRequest *req = (const void *)msg;
 	auth_app *app = appv;
-	char fresh[crypto_pwhash_STRBYTES], *name;
+	char fresh[crypto_pwhash_STRBYTES], *exact;
 	size_t cap = strlen(req->name) + 1;
-	const char *hash;
+	const char *hash, *bucket;
 	PGresult *res = NULL;
-	int64_t id = 0, wait_ms, now_ms = shop_now_unix_ms();
-	int known, ok, clean, rv, retry_s;
+	int64_t id = 0, wait_ms;
+	int known, ok, rv, retry_s;
 	struct hash_op op;
+	auth_name name;
 	char retry[24];
 
-	if ((name = malloc(cap)) == NULL) {
-		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+	/* An invalid name leaves name empty (no key): it may still be a user
+	 * kept without keys, found by exact below. */
+	if (auth_name_init(&name, req->name) == AUTH_NAME_INTERNAL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "cannot check the name");
 		return;
 	}
-	clean = shop_text_clean(req->name, 1, NAME_MAX_CHARS, name, cap) == 0;
-	/* Throttled before any hashing: a flood of guesses costs no CPU. */
-	wait_ms = auth_throttle_check(shop_service_redis(call), &app->throttle, clean ? name : NULL,
-				      req->client_address, now_ms);
+	if ((exact = malloc(cap)) == NULL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+		goto out;
+	}
+	/* By the name's key: ALICE, or café typed decomposed, is the user who
+	 * signed up as alice or café. The trimmed input as typed finds only a
+	 * user kept without keys (auth_store.c), whose name may break today's
+	 * rules. */
+	if (shop_text_clean(req->name, 1, AUTH_NAME_MAX_CHARS, exact, cap) != 0) {
+		free(exact);
+		exact = NULL;
+	}
+	/* One bucket per name, whatever its spelling: ALICE and alice are
+	 * throttled together. */
+	bucket = name.key != NULL ? name.key : exact;
+	/* A token is taken before any hashing, in one atomic step: a flood of
+	 * guesses, concurrent or not, gets at most burst passwords checked. */
+	wait_ms = auth_throttle_take(shop_service_redis(call), &app->throttle, bucket,
+				     req->client_address, shop_now_unix_ms());
 	if (wait_ms > 0) {
 		snprintf(retry, sizeof(retry), "%" PRId64, (wait_ms + 999) / 1000);
 		shop_rpc_reply_error(reply, SHOP_RPC_RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS",
@@ -259,24 +278,24 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	}
 	/* A name or password that could never have signed up cannot match:
 	 * the same answer as a wrong password, without touching the store. */
-	if (!clean || strlen(req->password) < PASSWORD_MIN ||
+	if (bucket == NULL || strlen(req->password) < PASSWORD_MIN ||
 	    strlen(req->password) > PASSWORD_MAX) {
-		/* Shed: the guess was not checked, so it counts for nothing. */
+		/* Shed: the guess was not checked, so its token goes back. */
 		if (verify_password(app, call, req->client_address, app->dummy_hash, req->password,
 				    &rv, reply) != 0)
-			goto out;
+			goto out_refund;
 		goto denied;
 	}
-	if ((res = auth_store_find_user(shop_service_pg(call), name)) == NULL) {
+	if ((res = auth_store_find_user(shop_service_pg(call), name.key, exact)) == NULL) {
 		shop_service_reply_db_down(reply);
-		goto out;
+		goto out_refund; /* no password was checked */
 	}
 	known = PQntuples(res) == 1;
 	hash = known ? PQgetvalue(res, 0, 2) : app->dummy_hash;
 	/* An unknown name is checked against the dummy hash: same work, same
 	 * time, same answer as a wrong password. */
 	if (verify_password(app, call, req->client_address, hash, req->password, &rv, reply) != 0)
-		goto out;
+		goto out_refund; /* shed: no password was checked */
 	ok = rv == 0 && known;
 	if (!ok)
 		goto denied;
@@ -292,16 +311,22 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 			       &retry_s) == AUTH_GATE_RAN &&
 	    rv == 0 && auth_store_set_hash(shop_service_pg(call), id, fresh) == 0)
 		SHOP_LOG_T(INFO, call->trace_id, "user %" PRId64 ": password re-hashed", id);
-	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id, name);
-	goto out;
+	/* The name as stored (NFC, as signed up), not as typed. */
+	reply_session(app, reply, &shop__v1__sign_in_response__descriptor, id,
+		      PQgetvalue(res, 0, 1));
+	goto out_refund; /* a success keeps no token */
 denied:
-	auth_throttle_fail(shop_service_redis(call), &app->throttle, clean ? name : NULL,
-			   req->client_address, now_ms);
+	/* The token taken stays taken: this was a failed guess. */
 	shop_rpc_reply_error(reply, SHOP_RPC_UNAUTHENTICATED, "INVALID_CREDENTIALS",
 			     "name or password is wrong");
+	goto out;
+out_refund:
+	auth_throttle_refund(shop_service_redis(call), &app->throttle, bucket, req->client_address,
+			     shop_now_unix_ms());
 out:
 	PQclear(res);
-	free(name);
+	free(exact);
+	auth_name_fini(&name);
 }
 
 const shop_rpc_method auth_methods[] = {

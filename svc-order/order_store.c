@@ -30,7 +30,7 @@ const shop_migration order_migrations[] = {
 	    "  request text NOT NULL,"
 	    "  order_id bigint NOT NULL REFERENCES orders (id),"
 	    "  created_at timestamptz NOT NULL DEFAULT now(),"
-	    "  PRIMARY KEY (user_id, key))"},
+	    "  PRIMARY KEY (user_id, key))", NULL},
 };
 const int order_n_migrations = sizeof(order_migrations) / sizeof(order_migrations[0]);
 

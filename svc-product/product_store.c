@@ -12,7 +12,7 @@ const shop_migration product_migrations[] = {
 	    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
 	    "  name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),"
 	    "  supply_price bigint NOT NULL CHECK (supply_price BETWEEN 0 AND 1000000000),"
-	    "  created_at timestamptz NOT NULL DEFAULT now())"},
+	    "  created_at timestamptz NOT NULL DEFAULT now())", NULL},
 };
 const int product_n_migrations = sizeof(product_migrations) / sizeof(product_migrations[0]);
 

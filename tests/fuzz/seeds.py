@@ -305,6 +305,15 @@ def main():
     # fuzz_redis_reply: byte 0 = piece pattern (0: all at once).
     for i, (name, v) in enumerate(RESP.items()):
         write("fuzz_redis_reply", name, bytes([0 if i % 2 == 0 else 0x1B]) + v)
+
+    # fuzz_names: the bytes of a name (issue 14's look-alikes and refusals).
+    for name, v in [
+        ("plain", "alice"), ("cyrillic-a", "\u0430lice"), ("fullwidth", "\uff41lice"),
+        ("nfc", "caf\u00e9"), ("nfd", "cafe\u0301"), ("zero-width", "alice\u200b"),
+        ("rlo", "\u202eevil"), ("case", "aB"), ("capital-i", "Ivy"), ("hangul", "\uae40\ubbfc\uc218"),
+        ("ligature", "\ufdfa" * 64), ("marks", "a" + "\u0301" * 80), ("spaces", " \u3000kim\u00a0 "),
+    ]:
+        write("fuzz_names", name, v.encode("utf-8"))
     return 0
 
 

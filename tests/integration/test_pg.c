@@ -72,10 +72,29 @@ static void test_pg_unreachable_server_fails_with_empty_sqlstate(void)
 
 static const shop_migration migrations[] = {
     {1, "CREATE TABLE mig_t (id int PRIMARY KEY, note text NOT NULL);"
-	"CREATE INDEX mig_t_note ON mig_t (note);"},
-    {2, "INSERT INTO mig_t VALUES (1, 'one'); INSERT INTO mig_t VALUES (2, 'two');"},
-    {3, "ALTER TABLE mig_t ADD COLUMN extra int NOT NULL DEFAULT 7;"},
-    {4, "INSERT INTO mig_t VALUES (3, 'three'); SELECT no_such_function();"},
+	"CREATE INDEX mig_t_note ON mig_t (note);", NULL},
+    {2, "INSERT INTO mig_t VALUES (1, 'one'); INSERT INTO mig_t VALUES (2, 'two');", NULL},
+    {3, "ALTER TABLE mig_t ADD COLUMN extra int NOT NULL DEFAULT 7;", NULL},
+    {4, "INSERT INTO mig_t VALUES (3, 'three'); SELECT no_such_function();", NULL},
+};
+
+static int count_rows(shop_pg *pg, const char *sql);
+
+/* A fill sees its migration's sql; one that fails rolls the sql back. */
+static int fill_doubles(shop_pg *pg)
+{
+	return shop_pg_exec(pg, "UPDATE mig_t SET extra = extra * 2");
+}
+
+static int fill_fails(shop_pg *pg)
+{
+	(void)shop_pg_exec(pg, "UPDATE mig_t SET note = 'filled'");
+	return -1;
+}
+
+static const shop_migration fill_migrations[] = {
+    {5, "ALTER TABLE mig_t ADD COLUMN gone int", fill_fails},
+    {6, "INSERT INTO mig_t VALUES (4, 'four')", fill_doubles},
 };
 
 static int count_rows(shop_pg *pg, const char *sql)
@@ -126,13 +145,25 @@ static void test_pg_migrations_apply_once_and_are_recorded(void)
 	CU_ASSERT_EQUAL(shop_pg_migrate(pg, migrations, 4), -1);
 	CU_ASSERT_EQUAL(count_rows(pg, "SELECT count(*) FROM mig_t"), 2);
 	CU_ASSERT_EQUAL(count_rows(pg, "SELECT count(*) FROM schema_migrations"), 3);
+	/* A fill runs in its migration's transaction: its failure undoes the
+	 * sql too, and a fill sees the rows its sql made. */
+	CU_ASSERT_EQUAL(shop_pg_migrate(pg, fill_migrations, 1), -1);
+	CU_ASSERT_EQUAL(count_rows(pg, "SELECT count(*) FROM information_schema.columns"
+				       " WHERE column_name = 'gone'"),
+			0);
+	CU_ASSERT_EQUAL(count_rows(pg, "SELECT count(*) FROM mig_t WHERE note = 'filled'"), 0);
+	CU_ASSERT_EQUAL(shop_pg_migrate(pg, fill_migrations + 1, 1), 0);
+	CU_ASSERT_EQUAL(count_rows(pg, "SELECT sum(extra) FROM mig_t"), 42);
 	/* The advisory lock was released: another session can take it. */
 	CU_ASSERT_EQUAL(count_rows(pg, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
 				       " AND pid = pg_backend_pid()"),
 			0);
 	/* Versions out of order are refused before anything runs. */
-	CU_ASSERT_EQUAL(
-	    shop_pg_migrate(pg, (const shop_migration[]){{2, "SELECT 1"}, {1, "SELECT 1"}}, 2), -1);
+	CU_ASSERT_EQUAL(shop_pg_migrate(pg,
+					(const shop_migration[]){{2, "SELECT 1", NULL},
+								 {1, "SELECT 1", NULL}},
+					2),
+			-1);
 
 	snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
 	CU_ASSERT_EQUAL(shop_pg_exec(pg, sql), 0);
