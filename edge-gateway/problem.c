@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fields.h"
+
 /* Parses a q-value ("1", "0.8", "1.000"); -1 when invalid. Thousandths. */
 static int parse_q(const char *s, size_t n)
 {
@@ -191,8 +193,13 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 		break;
 	case GW_P_HEADERS_TOO_LARGE:
 		set(p, 431, "request_header_fields_too_large", 0);
-		detail(p, lang, "The request header block is too large.",
-		       "요청 헤더가 너무 큽니다");
+		detail(p, lang, "The request header fields exceed %d bytes.",
+		       "요청 헤더 필드가 %d바이트를 초과합니다", GW_MAX_HEADER_SECTION);
+		break;
+	case GW_P_BAD_FIELD:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang, "The request header field %s is malformed, repeated or missing.",
+		       "요청 헤더 필드 %s이(가) 잘못되었거나 중복되었거나 없습니다", arg);
 		break;
 	case GW_P_MISSING_TOKEN:
 		set(p, 401, "missing_token", 0);
