@@ -193,6 +193,21 @@ static void test_problem_framing_errors(void)
 	}
 }
 
+static void test_problem_header_field_errors(void)
+{
+	gw_problem p;
+
+	gw_problem_make(&p, GW_P_HEADERS_TOO_LARGE, GW_LANG_EN, NULL);
+	check_body(&p, "x", 431, "request_header_fields_too_large",
+		   "The request header fields exceed 8192 bytes.");
+	CU_ASSERT_STRING_EQUAL(gw_http_title(431), "Request Header Fields Too Large");
+	gw_problem_make(&p, GW_P_BAD_FIELD, GW_LANG_EN, "host");
+	check_body(&p, "x", 400, "invalid_argument",
+		   "The request header field host is malformed, repeated or missing.");
+	gw_problem_make(&p, GW_P_BAD_FIELD, GW_LANG_KO, "host");
+	CU_ASSERT_PTR_NOT_NULL(strstr(p.detail, "host"));
+}
+
 static void test_problem_names_the_field(void)
 {
 	gw_tc_error e = {.kind = GW_TC_INTEGER};
@@ -228,5 +243,6 @@ SHOP_TEST_MAIN("problem",
 	       {"idempotency key reused is 422", test_problem_idempotency_key_reused_is_422},
 	       {"gateway errors", test_problem_gateway_errors},
 	       {"framing errors", test_problem_framing_errors},
+	       {"header field errors", test_problem_header_field_errors},
 	       {"names the field", test_problem_names_the_field},
 	       {"escapes the body", test_problem_escapes_the_body})
