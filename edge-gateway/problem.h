@@ -20,6 +20,7 @@ typedef struct gw_problem {
 	int status;       /* HTTP status */
 	char code[64];    /* stable machine-readable code, e.g. "product_not_found" */
 	char detail[512]; /* for people, in the requested language */
+	char field[128];  /* the request field a 400 is about, "" for none (§2: "field") */
 	int retry_after;  /* seconds for Retry-After; 0 = no header */
 } gw_problem;
 

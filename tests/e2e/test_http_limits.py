@@ -62,17 +62,21 @@ def test_query_parts_over_1_kib_are_read_whole():
                     ("page_token=" + token + "&page_size=1", "a 2000-byte page_token first")):
         replies, closed, _ = exchange(_get("/products?" + q, ["Host: x\r\n", _auth_line()]))
         check_refusal(replies, closed, 400, "invalid_argument", what)
-        check("page_token" in replies[0].json()["detail"], "%s: detail %r" % (what, replies[0]))
+        p = replies[0].json()
+        check("page_token" in p["detail"] and p.get("field") == "page_token",
+              "%s: detail or field %r" % (what, p))
     # a part after a long one is read too: page_size=0 is refused
     replies, closed, _ = exchange(_get("/products?x=%s&page_size=0" % ("y" * 2000),
                                        ["Host: x\r\n", _auth_line()]))
     check_refusal(replies, closed, 400, "invalid_argument", "page_size after a 2000-byte part")
-    check("page_size" in replies[0].json()["detail"], "detail %r" % replies[0])
+    p = replies[0].json()
+    check("page_size" in p["detail"] and p.get("field") == "page_size", "problem %r" % p)
     # a token nobody issued is not the first page
     for t in ("garbage", "A" * 1023):
         r = api("GET", "/products?page_token=" + t)
         check(r.status == 400 and r.json().get("code") == "invalid_argument"
-              and "page_token" in r.json().get("detail", ""),
+              and "page_token" in r.json().get("detail", "")
+              and r.json().get("field") == "page_token",
               "page_token %r... answered %r" % (t[:10], r))
     r = api("GET", "/products?page_size=1&x=" + "z" * 4000)
     check(r.status == 200, "a 4000-byte unknown query part: %r" % r)
