@@ -242,7 +242,8 @@ def test_obs_fold_hides_the_next_field_line():
     replies, _, _ = exchange(data)
     check([r.status for r in replies] == [200, 404], "obs-fold before Content-Length: %r" % replies)
     # a hidden Host is missing: 400
-    replies, closed, _ = exchange(b"GET /healthz HTTP/1.1\r\nAccept: a\r\n folded\r\nHost: x\r\n\r\n")
+    replies, closed, _ = exchange(b"GET /healthz HTTP/1.1\r\nAccept: a\r\n folded\r\n"
+                                  b"Host: x\r\n\r\n")
     check_refusal(replies, closed, 400, "invalid_argument", "obs-fold before Host")
     check_up("obs-fold")
 
