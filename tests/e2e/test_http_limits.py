@@ -60,14 +60,15 @@ def test_query_parts_over_1_kib_are_read_whole():
     token = "t" * 2000
     for q, what in (("page_token=" + token, "a 2000-byte page_token"),
                     ("page_token=" + token + "&page_size=1", "a 2000-byte page_token first")):
-        replies, closed, _ = exchange(_get("/products?" + q, ["Host: x\r\n", _auth_line()]))
+        replies, closed, _ = exchange(_get("/products?" + q, ["Host: x\r\n", _auth_line(),
+                                                            "Connection: close\r\n"]))
         check_refusal(replies, closed, 400, "invalid_argument", what)
         p = replies[0].json()
         check("page_token" in p["detail"] and p.get("field") == "page_token",
               "%s: detail or field %r" % (what, p))
     # a part after a long one is read too: page_size=0 is refused
     replies, closed, _ = exchange(_get("/products?x=%s&page_size=0" % ("y" * 2000),
-                                       ["Host: x\r\n", _auth_line()]))
+                                       ["Host: x\r\n", _auth_line(), "Connection: close\r\n"]))
     check_refusal(replies, closed, 400, "invalid_argument", "page_size after a 2000-byte part")
     p = replies[0].json()
     check("page_size" in p["detail"] and p.get("field") == "page_size", "problem %r" % p)
@@ -182,7 +183,8 @@ def _smuggle(te_name, length_name="Content-Length"):
               "Content-Length: %d\r\n\r\n" % (_auth_line(), len(inner))).encode() + inner
     body = b"0\r\n\r\n" + second
     data = ("POST /auth/sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            "%s: chunked\r\n%s: %d\r\n\r\n" % (te_name, length_name, len(body))).encode() + body
+            "Connection: close\r\n%s: chunked\r\n%s: %d\r\n\r\n"
+            % (te_name, length_name, len(body))).encode() + body
     replies, closed, _ = exchange(data)
     return name, replies, closed
 
