@@ -15,6 +15,7 @@
 #include <libwebsockets.h>
 
 #include "clock.h"
+#include "fields.h"
 #include "framing.h"
 #include "jwt_filter.h"
 #include "log.h"
@@ -42,6 +43,9 @@ struct gw_http {
 	gw_metrics *metrics;
 	struct lws_protocols protocols[2];
 	unsigned char wbuf[LWS_PRE + GW_WRITE_CHUNK]; /* lws thread only */
+	/* A copy of one field value or query part (lws thread only): lws
+	 * never stores one longer than its header space. */
+	char hbuf[GW_LWS_HEADER_SPACE + 1];
 };
 
 enum req_state {
@@ -235,15 +239,18 @@ static void answer_metrics(gw_req *r)
 /* ---- upstream ---------------------------------------------------------------- */
 
 /* Reads page_size and page_token from the query into a ListProductsRequest.
- * lws has already split the query at '&' and percent-decoded each part. */
+ * lws has already split the query at '&' and percent-decoded each part.
+ * Every part is read whole: lws_hdr_copy_fragment answers -1 both for "no
+ * such part" and "too long for the buffer", so the buffer holds any part lws
+ * can store, and -1 can only mean the parts are over. */
 static int read_list_query(gw_req *r, ProtobufCMessage *msg)
 {
 	Shop__V1__ListProductsRequest *req = (Shop__V1__ListProductsRequest *)msg;
-	char frag[GW_MAX_PAGE_TOKEN + 16];
+	char *frag = r->srv->hbuf;
 
 	for (int i = 0;; i++) {
-		int n =
-		    lws_hdr_copy_fragment(r->wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
+		int n = lws_hdr_copy_fragment(r->wsi, frag, (int)sizeof(r->srv->hbuf),
+					      WSI_TOKEN_HTTP_URI_ARGS, i);
 
 		if (n < 0)
 			break;
@@ -253,6 +260,10 @@ static int read_list_query(gw_req *r, ProtobufCMessage *msg)
 				return -1;
 			}
 		} else if (strncmp(frag, "page_token=", 11) == 0) {
+			if (strlen(frag + 11) >= GW_MAX_PAGE_TOKEN) {
+				answer_kind(r, GW_P_BAD_PAGE_TOKEN, NULL);
+				return -1;
+			}
 			if (gw_message_set_string(msg, "page_token", frag + 11) != 0) {
 				answer_kind(r, GW_P_INTERNAL, NULL);
 				return -1;
@@ -261,11 +272,6 @@ static int read_list_query(gw_req *r, ProtobufCMessage *msg)
 			answer_kind(r, GW_P_BAD_PAGE_SIZE, NULL);
 			return -1;
 		}
-	}
-	if (lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_URI_ARGS) > (int)sizeof(frag) - 1 &&
-	    strlen(req->page_token) >= GW_MAX_PAGE_TOKEN) {
-		answer_kind(r, GW_P_BAD_PAGE_TOKEN, NULL);
-		return -1;
 	}
 	if (req->page_size == 0)
 		req->page_size = 100; /* §2 default; also the service's meaning of 0 */
@@ -432,6 +438,102 @@ static const char *header(struct lws *wsi, enum lws_token_indexes tok, char *buf
 	if (lws_hdr_total_length(wsi, tok) >= cap || lws_hdr_copy(wsi, buf, cap, tok) < 0)
 		buf[0] = '\0';
 	return buf;
+}
+
+/* ---- field lines (RFC 9112 §2.2, §3.2, §5) ----------------------------- */
+
+/* The tokens of the request line; every other token below lws's internal
+ * ones is a field lws knows. */
+static bool request_line_token(int tok)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (tok == (int)methods[i].tok)
+			return true;
+	return tok == WSI_TOKEN_HTTP || tok == WSI_TOKEN_HTTP_URI_ARGS ||
+	       tok == WSI_TOKEN_CONNECT || tok == WSI_TOKEN_CHALLENGE;
+}
+
+/* Fields lws does not know but the gateway reads, by their lws spelling. */
+static const char *const read_unknown[] = {"traceparent:", "idempotency-key:"};
+
+/* Framing and routing fields whose name might come with whitespace before
+ * the colon, which lws then stores as an unknown field. */
+static const char *const framing_names[] = {"content-length", "transfer-encoding", "host"};
+
+/* Checks the field lines before anything reads them, and answers what it
+ * refuses: a header section over GW_MAX_HEADER_SECTION (431); a NUL inside
+ * a value (lws_hdr_copy would stop there while lws_hdr_total_length counts
+ * past it); no Host in HTTP/1.1, or two; a framing field with whitespace
+ * before its colon (400). lws reads any body by its own Content-Length
+ * whatever we decide, so a refusal closes the connection. Fields lws does
+ * not know cannot be listed with lws 4.1.6: only those the gateway reads
+ * are measured and checked. Returns 0 to go on, -1 when answered. */
+static int read_fields(gw_req *r)
+{
+	struct lws *wsi = r->wsi;
+	char *buf = r->srv->hbuf, spaced[32], version[16];
+	const int cap = (int)sizeof(r->srv->hbuf);
+	const char *bad = NULL;
+	size_t section = 0;
+	int hosts = 0;
+
+	for (int tok = 0; tok < (int)_WSI_TOKEN_CLIENT_SENT_PROTOCOLS; tok++) {
+		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+
+		if (request_line_token(tok) || name == NULL || name[0] == '\0')
+			continue;
+		for (int i = 0;; i++) {
+			int n =
+			    lws_hdr_copy_fragment(wsi, buf, cap, (enum lws_token_indexes)tok, i);
+
+			if (n < 0)
+				break;
+			section += gw_field_line_size(strlen(name) - 1, (size_t)n);
+			if (memchr(buf, '\0', (size_t)n) != NULL && bad == NULL)
+				bad = name;
+			if (tok == WSI_TOKEN_HOST)
+				hosts++;
+		}
+	}
+	for (size_t i = 0; i < sizeof(read_unknown) / sizeof(read_unknown[0]); i++) {
+		int nlen = (int)strlen(read_unknown[i]);
+		int n = lws_hdr_custom_copy(wsi, buf, cap, read_unknown[i], nlen);
+
+		if (n < 0)
+			continue;
+		section += gw_field_line_size((size_t)nlen - 1, (size_t)n);
+		if (strlen(buf) != (size_t)n && bad == NULL)
+			bad = read_unknown[i];
+	}
+	if (section > GW_MAX_HEADER_SECTION) {
+		SHOP_LOG_T(INFO, r->trace.trace_id, "header section of %zu bytes refused", section);
+		answer_kind(r, GW_P_HEADERS_TOO_LARGE, NULL);
+		goto refused;
+	}
+	for (size_t i = 0; i < sizeof(framing_names) / sizeof(framing_names[0]) && bad == NULL; i++)
+		for (unsigned v = 0; v < GW_FIELD_NAME_SPACED_COUNT; v++) {
+			int nlen =
+			    gw_field_name_spaced(framing_names[i], v, spaced, sizeof(spaced));
+
+			if (nlen > 0 && lws_hdr_custom_length(wsi, spaced, nlen) >= 0) {
+				bad = framing_names[i];
+				break;
+			}
+		}
+	if (bad == NULL && hosts > 1)
+		bad = "host";
+	if (bad == NULL && hosts == 0 &&
+	    strcmp(header(wsi, WSI_TOKEN_HTTP, version, sizeof(version)), "HTTP/1.0") != 0)
+		bad = "host";
+	if (bad == NULL)
+		return 0;
+	snprintf(spaced, sizeof(spaced), "%.*s", (int)strcspn(bad, ":"), bad);
+	SHOP_LOG_T(INFO, r->trace.trace_id, "request refused: field %s malformed or missing",
+		   spaced);
+	answer_kind(r, GW_P_BAD_FIELD, spaced);
+refused:
+	r->close_after = true;
+	return -1;
 }
 
 /* ---- framing (RFC 9112 §6) ---------------------------------------------- */
@@ -637,7 +739,7 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 	random_ids(&a, &b, &c);
 	gw_trace_init(&r->trace, tp, a, b, c);
 
-	if (read_framing(r) != 0)
+	if (read_fields(r) != 0 || read_framing(r) != 0)
 		return 0;
 	r->close_after = body_may_follow(r); /* until the body is read */
 	if (gw_path_normalize(uri, path, sizeof(path)) != 0) {
@@ -785,6 +887,15 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 {
 	if (value == NULL || value[0] == '\0')
 		return 0;
+	/* Every answer header passes here: whatever a value's source (an
+	 * upstream's instance name, a Location id, a traceparent), a control
+	 * character could end the line and start another header. Such a
+	 * header is left out, the answer goes on. */
+	if (!gw_field_value_writable(value)) {
+		SHOP_LOG(ERROR, "answer header %s left out: its value holds a control character",
+			 name);
+		return 0;
+	}
 	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
 					   (const unsigned char *)value, (int)strlen(value), p,
 					   end);
@@ -1053,8 +1164,9 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	info.iface = strcmp(cfg->host, "localhost") == 0 ? "127.0.0.1" : cfg->host;
 	info.protocols = h->protocols;
 	info.user = h;
-	/* §2: header block ≤ 8 KiB; lws answers larger ones itself. */
-	info.max_http_header_data = 8192;
+	/* §2: header block ≤ 8 KiB, measured by read_fields; lws gets room
+	 * above it so that it closes only far larger blocks itself. */
+	info.max_http_header_data = GW_LWS_HEADER_SPACE;
 	/* Idle keep-alive connections; the header block of each request (lws
 	 * counts from the connection, or from the first byte of the next
 	 * request); the body's idle gaps (its whole time: arm_body_limit). */

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fields.h"
+
 /* Parses a q-value ("1", "0.8", "1.000"); -1 when invalid. Thousandths. */
 static int parse_q(const char *s, size_t n)
 {
@@ -124,6 +126,14 @@ static void set(gw_problem *p, int status, const char *code, int retry_after)
 	snprintf(p->code, sizeof(p->code), "%s", code);
 	p->retry_after = retry_after;
 	p->detail[0] = '\0';
+	p->field[0] = '\0';
+}
+
+/* Names the request field a 400 is about (CONTRACT §2: in detail and in the
+ * extension member "field"). */
+static void name_field(gw_problem *p, const char *field)
+{
+	snprintf(p->field, sizeof(p->field), "%s", field);
 }
 
 /* Formats the detail in lang; en and ko take the same arguments. */
@@ -167,11 +177,13 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 		break;
 	case GW_P_BAD_PAGE_SIZE:
 		set(p, 400, "invalid_argument", 0);
+		name_field(p, "page_size");
 		detail(p, lang, "page_size must be an integer from 1 to 1000.",
 		       "page_size는 1부터 1000 사이의 정수여야 합니다");
 		break;
 	case GW_P_BAD_PAGE_TOKEN:
 		set(p, 400, "invalid_argument", 0);
+		name_field(p, "page_token");
 		detail(p, lang, "page_token is not valid.", "page_token이 올바르지 않습니다");
 		break;
 	case GW_P_BAD_IDEMPOTENCY_KEY:
@@ -191,8 +203,13 @@ void gw_problem_make(gw_problem *p, enum gw_problem_kind kind, gw_lang lang, con
 		break;
 	case GW_P_HEADERS_TOO_LARGE:
 		set(p, 431, "request_header_fields_too_large", 0);
-		detail(p, lang, "The request header block is too large.",
-		       "요청 헤더가 너무 큽니다");
+		detail(p, lang, "The request header fields exceed %d bytes.",
+		       "요청 헤더 필드가 %d바이트를 초과합니다", GW_MAX_HEADER_SECTION);
+		break;
+	case GW_P_BAD_FIELD:
+		set(p, 400, "invalid_argument", 0);
+		detail(p, lang, "The request header field %s is malformed, repeated or missing.",
+		       "요청 헤더 필드 %s이(가) 잘못되었거나 중복되었거나 없습니다", arg);
 		break;
 	case GW_P_MISSING_TOKEN:
 		set(p, 401, "missing_token", 0);
@@ -251,6 +268,7 @@ void gw_problem_from_tc(gw_problem *p, const gw_tc_error *err, gw_lang lang)
 	const char *f = err->field;
 
 	set(p, 400, "invalid_argument", 0);
+	name_field(p, f);
 	switch (err->kind) {
 	case GW_TC_MALFORMED:
 	case GW_TC_OK:
@@ -363,6 +381,9 @@ void gw_problem_from_rpc(gw_problem *p, const Shop__V1__RpcResponse *resp, gw_la
 	case SHOP_RPC_INVALID_ARGUMENT:
 		set(p, 400, "invalid_argument", 0);
 		v = meta(resp, "field");
+		if (v != NULL && strlen(v) < sizeof(p->field) &&
+		    strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_.[]") == strlen(v))
+			name_field(p, v);
 		if (lang == GW_LANG_EN && resp->message != NULL && resp->message[0] != '\0')
 			copy_message(p, resp->message);
 		else if (v != NULL && strlen(v) < 64 &&
@@ -462,6 +483,8 @@ char *gw_problem_json(const gw_problem *p, const char *trace_id)
 	    cJSON_AddStringToObject(o, "detail", p->detail) == NULL ||
 	    cJSON_AddStringToObject(o, "code", p->code) == NULL ||
 	    cJSON_AddStringToObject(o, "trace_id", trace_id != NULL ? trace_id : "") == NULL)
+		goto out;
+	if (p->field[0] != '\0' && cJSON_AddStringToObject(o, "field", p->field) == NULL)
 		goto out;
 	text = cJSON_PrintUnformatted(o);
 out:

@@ -20,30 +20,32 @@ typedef struct gw_problem {
 	int status;       /* HTTP status */
 	char code[64];    /* stable machine-readable code, e.g. "product_not_found" */
 	char detail[512]; /* for people, in the requested language */
+	char field[128];  /* the request field a 400 is about, "" for none (§2: "field") */
 	int retry_after;  /* seconds for Retry-After; 0 = no header */
 } gw_problem;
 
 /* The gateway's own errors. */
 enum gw_problem_kind {
-	GW_P_NOT_FOUND,          /* 404 no such route */
-	GW_P_METHOD_NOT_ALLOWED, /* 405; arg = the method */
-	GW_P_BAD_PATH,           /* 400 malformed path */
-	GW_P_BAD_ID,             /* 400 path id */
-	GW_P_BAD_PAGE_SIZE,      /* 400 page_size */
-	GW_P_BAD_PAGE_TOKEN,     /* 400 page_token too long */
+	GW_P_NOT_FOUND,           /* 404 no such route */
+	GW_P_METHOD_NOT_ALLOWED,  /* 405; arg = the method */
+	GW_P_BAD_PATH,            /* 400 malformed path */
+	GW_P_BAD_ID,              /* 400 path id */
+	GW_P_BAD_PAGE_SIZE,       /* 400 page_size */
+	GW_P_BAD_PAGE_TOKEN,      /* 400 page_token too long */
 	GW_P_BAD_IDEMPOTENCY_KEY, /* 400 Idempotency-Key too long */
-	GW_P_PAYLOAD_TOO_LARGE,  /* 413 */
-	GW_P_UNSUPPORTED_MEDIA,  /* 415 */
-	GW_P_HEADERS_TOO_LARGE,  /* 431 */
-	GW_P_LENGTH_AND_CODING,  /* 400 Content-Length with Transfer-Encoding */
-	GW_P_BAD_LENGTH,         /* 400 invalid or repeated Content-Length */
-	GW_P_BAD_CHUNKED,        /* 400 malformed chunked body */
-	GW_P_UPGRADE_REFUSED,    /* 400 Upgrade (WebSocket, h2c) is not offered */
-	GW_P_NOT_IMPLEMENTED,    /* 501 a transfer coding other than chunked */
-	GW_P_MISSING_TOKEN,      /* 401 no bearer credentials (jwt_filter.h) */
-	GW_P_INVALID_TOKEN,      /* 401 any bad token, whatever the reason */
-	GW_P_UNAVAILABLE,        /* 503 + Retry-After: 1 (no instance, transport) */
-	GW_P_INTERNAL,           /* 500 */
+	GW_P_PAYLOAD_TOO_LARGE,   /* 413 */
+	GW_P_UNSUPPORTED_MEDIA,   /* 415 */
+	GW_P_HEADERS_TOO_LARGE,   /* 431 header section over GW_MAX_HEADER_SECTION */
+	GW_P_BAD_FIELD,           /* 400 a field line refused; arg = its name */
+	GW_P_LENGTH_AND_CODING,   /* 400 Content-Length with Transfer-Encoding */
+	GW_P_BAD_LENGTH,          /* 400 invalid or repeated Content-Length */
+	GW_P_BAD_CHUNKED,         /* 400 malformed chunked body */
+	GW_P_UPGRADE_REFUSED,     /* 400 Upgrade (WebSocket, h2c) is not offered */
+	GW_P_NOT_IMPLEMENTED,     /* 501 a transfer coding other than chunked */
+	GW_P_MISSING_TOKEN,       /* 401 no bearer credentials (jwt_filter.h) */
+	GW_P_INVALID_TOKEN,       /* 401 any bad token, whatever the reason */
+	GW_P_UNAVAILABLE,         /* 503 + Retry-After: 1 (no instance, transport) */
+	GW_P_INTERNAL,            /* 500 */
 };
 
 /* Largest request body the gateway reads (§2). */

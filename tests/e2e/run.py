@@ -28,6 +28,7 @@ import test_errors  # noqa: E402
 import test_faults  # noqa: E402
 import test_hardening  # noqa: E402
 import test_hostile  # noqa: E402
+import test_http_limits  # noqa: E402
 import test_health  # noqa: E402
 import test_lifecycle  # noqa: E402
 import test_openapi  # noqa: E402
@@ -52,6 +53,7 @@ CASES = (
     + test_auth.CASES
     + test_errors.CASES
     + test_hardening.CASES
+    + test_http_limits.CASES
     + test_hostile.CASES
     + test_storms.CASES
     + test_adverts.CASES

@@ -296,9 +296,9 @@ def test_token_refused_before_the_body_is_read():
 
 
 def test_token_of_9_kib_is_refused():
-    # A 9 KiB token makes the header block larger than the 8 KiB lws holds:
-    # lws answers 431 or drops the connection before the filter runs (§2).
-    # Either way it is never served.
+    # A 9 KiB token makes the header section larger than 8 KiB: the gateway
+    # answers 431 before the filter runs (§2; docs/decisions.md, "HTTP limits
+    # and framing"). Either way it is never served.
     t = _long_garbage(9 * 1024)
     status, reply = raw_request(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                                  "Connection: close\r\n\r\n" % (PROTECTED, t)).encode())

@@ -132,6 +132,10 @@ static void test_problem_maps_rpc_codes(void)
 	check_body(&p, "t", 400, "invalid_argument", "name must be 1..200 characters");
 	gw_problem_from_rpc(&p, &r, GW_LANG_KO);
 	check_body(&p, "t", 400, "invalid_argument", "'name' 필드의 값이 올바르지 않습니다");
+	CU_ASSERT_STRING_EQUAL(p.field, "name");
+	r = rpc(3, "INVALID_ARGUMENT", "field", "Bad Name\r\n");
+	gw_problem_from_rpc(&p, &r, GW_LANG_EN);
+	CU_ASSERT_STRING_EQUAL(p.field, ""); /* only a field name's characters */
 }
 
 static void test_problem_5xx_never_carries_internals(void)
@@ -199,6 +203,35 @@ static void test_problem_framing_errors(void)
 	}
 }
 
+static void test_problem_header_field_errors(void)
+{
+	gw_problem p;
+
+	gw_problem_make(&p, GW_P_HEADERS_TOO_LARGE, GW_LANG_EN, NULL);
+	check_body(&p, "x", 431, "request_header_fields_too_large",
+		   "The request header fields exceed 8192 bytes.");
+	CU_ASSERT_STRING_EQUAL(gw_http_title(431), "Request Header Fields Too Large");
+	gw_problem_make(&p, GW_P_BAD_FIELD, GW_LANG_EN, "host");
+	check_body(&p, "x", 400, "invalid_argument",
+		   "The request header field host is malformed, repeated or missing.");
+	gw_problem_make(&p, GW_P_BAD_FIELD, GW_LANG_KO, "host");
+	CU_ASSERT_PTR_NOT_NULL(strstr(p.detail, "host"));
+}
+
+/* The extension member "field" of p's body: want, or absent for NULL. */
+static void check_field_member(const gw_problem *p, const char *want)
+{
+	char *text = gw_problem_json(p, "t");
+	cJSON *j = cJSON_Parse(text), *f;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+	f = cJSON_GetObjectItem(j, "field");
+	CU_ASSERT_TRUE(want == NULL ? f == NULL
+				    : cJSON_IsString(f) && strcmp(f->valuestring, want) == 0);
+	cJSON_Delete(j);
+	free(text);
+}
+
 static void test_problem_names_the_field(void)
 {
 	gw_tc_error e = {.kind = GW_TC_INTEGER};
@@ -208,12 +241,21 @@ static void test_problem_names_the_field(void)
 	gw_problem_from_tc(&p, &e, GW_LANG_EN);
 	check_body(&p, "t", 400, "invalid_argument",
 		   "Field 'items[1].supply_price' must be an integer.");
+	CU_ASSERT_STRING_EQUAL(p.field, "items[1].supply_price");
+	check_field_member(&p, "items[1].supply_price");
 	gw_problem_from_tc(&p, &e, GW_LANG_KO);
 	CU_ASSERT_STRING_EQUAL(p.detail, "'items[1].supply_price' 필드는 정수여야 합니다");
 	e.kind = GW_TC_MALFORMED;
 	e.field[0] = '\0';
 	gw_problem_from_tc(&p, &e, GW_LANG_EN);
 	CU_ASSERT_STRING_EQUAL(p.detail, "The request body is not valid JSON.");
+	check_field_member(&p, NULL);
+	gw_problem_make(&p, GW_P_BAD_PAGE_TOKEN, GW_LANG_EN, NULL);
+	check_field_member(&p, "page_token");
+	gw_problem_make(&p, GW_P_BAD_PAGE_SIZE, GW_LANG_KO, NULL);
+	check_field_member(&p, "page_size");
+	gw_problem_make(&p, GW_P_BAD_PATH, GW_LANG_EN, NULL);
+	check_field_member(&p, NULL);
 }
 
 static void test_problem_escapes_the_body(void)
@@ -234,5 +276,6 @@ SHOP_TEST_MAIN("problem",
 	       {"idempotency key reused is 422", test_problem_idempotency_key_reused_is_422},
 	       {"gateway errors", test_problem_gateway_errors},
 	       {"framing errors", test_problem_framing_errors},
+	       {"header field errors", test_problem_header_field_errors},
 	       {"names the field", test_problem_names_the_field},
 	       {"escapes the body", test_problem_escapes_the_body})
