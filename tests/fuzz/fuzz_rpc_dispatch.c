@@ -47,6 +47,7 @@ static shop_rpc_server_config cfgs[3];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	auth_hash_gate_config gate = {.concurrency = 1, .max_admitted = 1};
 	FILE *devnull = fopen("/dev/null", "w");
 
 	(void)argc;
@@ -55,7 +56,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	 * its own findings. */
 	shop_log_init("fuzz", SHOP_LOG_ERROR, devnull != NULL ? devnull : stderr);
 	if (auth_app_init(&auth, JWT_KEY, sizeof(JWT_KEY), crypto_pwhash_OPSLIMIT_MIN,
-			  crypto_pwhash_MEMLIMIT_MIN, 1) != 0)
+			  crypto_pwhash_MEMLIMIT_MIN, &gate) != 0)
 		abort();
 	auth.throttle = (auth_throttle_config){.name_burst = 5,
 					       .name_per_token_ms = 60000,
