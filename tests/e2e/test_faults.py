@@ -214,8 +214,13 @@ def test_registry_outage_traffic_continues():
     bad = [r for r in load.results if r[2] != 200]
     check(not bad, "%d GETs failed while the registry was away, e.g. %r" % (len(bad), bad[:3]))
     check(full is not None, "the registry's view was not full again after its restart")
-    check(full <= 1.0, "instances back %.2f s after the restarted registry answered (one survey "
-          "is 0.5 s; the advertisers redial within 0.5 s)" % full)
+    # An advertiser redials within 0.5 s, and the registry surveys a new
+    # pipe at once or at the next 0.5 s tick; but when nng 1.5.2's dialer
+    # gave up on a connection closed during the handshake (docs/decisions.md),
+    # the dial keeper replaces it only after 1 s without a connection. Seen
+    # once in a loaded ASan pass: 1.50 s.
+    check(full <= 2.0, "instances back %.2f s after the restarted registry answered (one survey "
+          "is 0.5 s; an advertiser redials within 0.5 s, or 1 s when its dialer gave up)" % full)
     return "%d GETs ok; registry up in %.0f ms, view full %.0f ms later" % (
         len(load.results), started * 1000, full * 1000)
 
