@@ -174,16 +174,40 @@ static int wait_view(int n)
 
 /* An instance that takes every request and never answers (a stopped
  * process whose connection stays up): a bare REP socket read by a thread
- * that counts the requests and keeps the last one's envelope deadline. */
+ * that counts the requests and keeps the last one's envelope deadline.
+ * With answer_after_ms > 0 it answers each request, one at a time, that
+ * long after taking it, with next_page_token "c:<caller_user_id>" (a slow
+ * instance whose late answers must never reach another call). */
 static struct hung {
 	char url[64];
 	nng_socket sock;
 	pthread_t thr;
 	atomic_bool stop;
+	atomic_int answer_after_ms;
 	atomic_int received;
 	_Atomic int64_t last_deadline_unix_ms;
 	shop_advertiser *adv;
 } H;
+
+static void hung_answer(int64_t id)
+{
+	Shop__V1__ListProductsResponse lp = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+	Shop__V1__RpcResponse r = SHOP__V1__RPC_RESPONSE__INIT;
+	uint8_t payload[64];
+	char token[32];
+	nng_msg *m;
+
+	sleep_ms(atomic_load(&H.answer_after_ms));
+	snprintf(token, sizeof(token), "c:%lld", (long long)id);
+	lp.next_page_token = token;
+	r.payload.len = shop__v1__list_products_response__pack(&lp, payload);
+	r.payload.data = payload;
+	if (nng_msg_alloc(&m, shop__v1__rpc_response__get_packed_size(&r)) != 0)
+		return;
+	shop__v1__rpc_response__pack(&r, nng_msg_body(m));
+	if (nng_sendmsg(H.sock, m, 0) != 0)
+		nng_msg_free(m);
+}
 
 static void *hung_main(void *arg)
 {
@@ -195,12 +219,14 @@ static void *hung_main(void *arg)
 		if (nng_recvmsg(H.sock, &m, 0) != 0)
 			continue; /* the 100 ms receive timeout: look at stop */
 		rq = shop__v1__rpc_request__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-		if (rq != NULL) {
-			atomic_store(&H.last_deadline_unix_ms, rq->deadline_unix_ms);
-			shop__v1__rpc_request__free_unpacked(rq, NULL);
-		}
+		nng_msg_free(m);
 		atomic_fetch_add(&H.received, 1);
-		nng_msg_free(m); /* never answered */
+		if (rq == NULL)
+			continue;
+		atomic_store(&H.last_deadline_unix_ms, rq->deadline_unix_ms);
+		if (atomic_load(&H.answer_after_ms) > 0)
+			hung_answer(rq->caller_user_id);
+		shop__v1__rpc_request__free_unpacked(rq, NULL);
 	}
 	return NULL;
 }
@@ -262,10 +288,14 @@ static shop_breaker_stats stats_of(const char *name)
 
 /* One call with deadline_ms and idempotent as given; *who gets the
  * instance that answered, *took_ms the call's length. */
-static int call_opts(int64_t deadline_ms, bool idempotent, char *who, size_t cap, int64_t *took_ms)
+/* One call with caller_user_id = id; token (cap tcap, may be NULL) gets
+ * the answer's next_page_token. */
+static int call_id(int64_t deadline_ms, bool idempotent, int64_t id, char *who, size_t cap,
+		   int64_t *took_ms, char *token, size_t tcap)
 {
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
 	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + deadline_ms,
+				.caller_user_id = id,
 				.idempotent = idempotent};
 	Shop__V1__RpcResponse *resp = NULL;
 	int64_t t0 = shop_now_mono_us();
@@ -273,11 +303,24 @@ static int call_opts(int64_t deadline_ms, bool idempotent, char *who, size_t cap
 
 	*took_ms = (shop_now_mono_us() - t0) / 1000;
 	if (rv == 0) {
+		Shop__V1__ListProductsResponse *lp = NULL;
+
 		if (resp->code != 0)
 			rv = -resp->code;
+		else if (token != NULL &&
+			 (lp = shop__v1__list_products_response__unpack(
+			      NULL, resp->payload.len, resp->payload.data)) != NULL)
+			snprintf(token, tcap, "%s", lp->next_page_token);
+		if (lp != NULL)
+			shop__v1__list_products_response__free_unpacked(lp, NULL);
 		shop__v1__rpc_response__free_unpacked(resp, NULL);
 	}
 	return rv;
+}
+
+static int call_opts(int64_t deadline_ms, bool idempotent, char *who, size_t cap, int64_t *took_ms)
+{
+	return call_id(deadline_ms, idempotent, 0, who, cap, took_ms, NULL, 0);
 }
 
 static void test_upstream_balances_70_30(void)
@@ -451,6 +494,45 @@ static void test_upstream_hung_instance_idempotent_retries(void)
 	CU_ASSERT_EQUAL(s1.failed - s0.failed, (uint64_t)to_c);
 	fprintf(stderr, "\n  %d first tries hung on c, longest call %lld ms ", to_c,
 		(long long)max_took);
+}
+
+/* c answers, but late: 600 ms after it took a request (past the 450 ms
+ * per-try timeout of a 1 s call), then 50 ms after. A try that timed out
+ * is retried on a or b; its late answer reaches c's context when that
+ * context may already carry another call's request, and must be dropped:
+ * an answer from c is always the one to the call's own request. Without
+ * per-try timeouts the slow c answers every call that reaches it. */
+static void test_upstream_late_answers_never_reach_another_call(void)
+{
+	char who[64], token[32], want[32];
+	int64_t took;
+	int rv, before, slow_c = 0, fast_c = 0;
+	int64_t end = shop_now_mono_us() + 15 * 1000 * 1000;
+
+	atomic_store(&H.answer_after_ms, 600);
+	for (int i = 1; i <= 300 && (slow_c < 3 || fast_c < 3) && shop_now_mono_us() < end; i++) {
+		if (slow_c >= 3)
+			atomic_store(&H.answer_after_ms, 50);
+		if (breaker_of("c") == SHOP_BREAKER_OPEN)
+			sleep_ms(320);
+		before = atomic_load(&H.received);
+		token[0] = '\0';
+		rv = call_id(1000, true, i, who, sizeof(who), &took, token, sizeof(token));
+		CU_ASSERT_EQUAL(rv, 0);
+		CU_ASSERT(took < 1000);
+		snprintf(want, sizeof(want), "c:%d", i);
+		if (strcmp(who, "c") == 0) {
+			CU_ASSERT_STRING_EQUAL(token, want); /* its own answer */
+			CU_ASSERT(slow_c >= 3);              /* not while c was slow */
+			fast_c++;
+		} else if (atomic_load(&H.received) > before && slow_c < 3) {
+			slow_c++; /* c too slow: retried, answered elsewhere */
+		}
+		CU_ASSERT(strncmp(token, "c:", 2) != 0 || strcmp(token, want) == 0);
+	}
+	CU_ASSERT(slow_c >= 3);
+	CU_ASSERT(fast_c >= 3);
+	atomic_store(&H.answer_after_ms, 0);
 	hung_stop();
 }
 
@@ -505,6 +587,8 @@ int main(void)
 	     test_upstream_hung_instance_write_sent_once},
 	    {"a read on a hung instance is retried elsewhere after its per-try timeout",
 	     test_upstream_hung_instance_idempotent_retries},
+	    {"late answers never reach another call",
+	     test_upstream_late_answers_never_reach_another_call},
 	};
 	int status = 1;
 
