@@ -397,7 +397,9 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 		int64_t now_ms = shop_now_unix_ms(), left = o->deadline_unix_ms - now_ms;
 
 		if (left > 1) {
-			int64_t per_try = left * u->per_try_pct / 100;
+			/* No overflow for a deadline far away (ms_left caps too). */
+			int64_t per_try =
+			    (left > INT32_MAX ? INT32_MAX : left) * u->per_try_pct / 100;
 
 			per_try = per_try < 1 ? 1 : per_try;
 			call->try_deadline_unix_ms = now_ms + per_try;
