@@ -5,6 +5,8 @@
  *   SHOP_REGISTRY_LOOKUP_URL        registry lookups (tcp://127.0.0.1:7101)
  *   SHOP_REGISTRY_REFRESH_MS        retry interval while the registry is unreachable (250)
  *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
+ *   SHOP_RPC_PER_TRY_PCT            a GET's first try: this % of the deadline,
+ *                                   then one retry elsewhere (45)
  *   SHOP_GATEWAY_IDLE_TIMEOUT_S     idle keep-alive connection, stalled
  *                                   answer write (10)
  *   SHOP_GATEWAY_REQUEST_TIMEOUT_S  a request's header block, then its body,
@@ -81,7 +83,7 @@ int main(void)
 	shop_zipkin_url zipkin;
 	shop_health *health = NULL;
 	int64_t refresh_ms;
-	int level, rv, status = 1;
+	int level, rv, status = 1, per_try_pct;
 	shop_registry_view *view = NULL;
 	shop_upstream *up = NULL;
 	gw_http *http = NULL;
@@ -95,6 +97,8 @@ int main(void)
 	lookup_url = shop_env_nng_url(&env, "SHOP_REGISTRY_LOOKUP_URL", "tcp://127.0.0.1:7101");
 	refresh_ms = shop_env_int(&env, "SHOP_REGISTRY_REFRESH_MS", 250, 10, 60000);
 	cfg.rpc_timeout_ms = shop_env_int(&env, "SHOP_RPC_TIMEOUT_MS", 2000, 1, 600000);
+	per_try_pct = (int)shop_env_int(&env, "SHOP_RPC_PER_TRY_PCT",
+					SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT, 1, 100);
 	cfg.idle_timeout_s = (int)shop_env_int(&env, "SHOP_GATEWAY_IDLE_TIMEOUT_S", 10, 1, 3600);
 	cfg.request_timeout_s =
 	    (int)shop_env_int(&env, "SHOP_GATEWAY_REQUEST_TIMEOUT_S", 10, 1, 3600);
@@ -147,6 +151,7 @@ int main(void)
 		SHOP_LOG(ERROR, "upstream: %s", nng_strerror(rv));
 		goto out;
 	}
+	shop_upstream_set_per_try_pct(up, per_try_pct);
 	if (shop_health_create(&health, &(shop_health_config){.view = view,
 							      .required = required,
 							      .n_required = cfg.n_required,

@@ -22,8 +22,9 @@ typedef struct shop_rpc_call_opts {
 	int64_t deadline_unix_ms; /* absolute; must be > 0 */
 	int64_t caller_user_id;   /* 0 for none */
 	/* Get/List/Lookup: shop_upstream may retry it once on another
-	 * instance after a transport failure. Never set for a call that
-	 * changes anything: it would be sent twice. */
+	 * instance after a transport failure or when its first try passes
+	 * its per-try timeout. Never set for a call that changes anything:
+	 * it would be sent twice. */
 	bool idempotent;
 } shop_rpc_call_opts;
 

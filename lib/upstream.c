@@ -1,6 +1,7 @@
 /* upstream.c -- call a service by name: registry view → breakers →
  * weighted pick → the instance's connection, with one retry on another
- * instance for idempotent calls that fail at the transport level. */
+ * instance for idempotent calls that fail at the transport level or whose
+ * first try passes its per-try timeout (a part of the deadline). */
 #include "upstream.h"
 
 #include <pthread.h>
@@ -37,6 +38,7 @@ struct shop_upstream {
 	shop_registry_view *view; /* borrowed */
 	char caller[32];
 	shop_breaker_config bcfg;
+	int per_try_pct; /* an idempotent call's first try: this % of its deadline */
 	pthread_mutex_t mtx;
 	upstream_inst *insts; /* prepend-only list: readers walk it unlocked */
 };
@@ -47,8 +49,10 @@ typedef struct upstream_call {
 	char service[32];
 	shop_upstream_done_fn done;
 	void *arg;
-	int64_t deadline_unix_ms;
-	nng_msg *retry_msg; /* a copy kept for one retry (idempotent calls) */
+	int64_t deadline_unix_ms;     /* the whole call's */
+	int64_t try_deadline_unix_ms; /* the running try's: ≤ deadline_unix_ms */
+	int64_t slow_us;              /* a try slower than this is slow; 0: none */
+	nng_msg *retry_msg;           /* kept for one retry (idempotent calls), overall deadline */
 	upstream_inst *inst;
 	int64_t started_us;
 	char trace_id[33]; /* "" when the call carries no trace */
@@ -65,6 +69,7 @@ int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const ch
 	u->view = view;
 	snprintf(u->caller, sizeof(u->caller), "%s", caller);
 	shop_breaker_config_default(&u->bcfg);
+	u->per_try_pct = SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT;
 	pthread_mutex_init(&u->mtx, NULL);
 	*out = u;
 	return 0;
@@ -73,6 +78,11 @@ int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const ch
 void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_config *c)
 {
 	u->bcfg = *c;
+}
+
+void shop_upstream_set_per_try_pct(shop_upstream *u, int pct)
+{
+	u->per_try_pct = pct < 1 ? 1 : pct > 100 ? 100 : pct;
 }
 
 void shop_upstream_destroy(shop_upstream *u)
@@ -192,7 +202,8 @@ static bool outcome_ok(int rv, const Shop__V1__RpcResponse *resp)
 	       resp->code != SHOP_RPC_DEADLINE_EXCEEDED && resp->code != SHOP_RPC_UNKNOWN;
 }
 
-static shop_metric_family *calls_total; /* shop_rpc_client_calls_total */
+static shop_metric_family *calls_total;   /* shop_rpc_client_calls_total */
+static shop_metric_family *retries_total; /* shop_rpc_client_retries_total */
 
 static void calls_metric_init(void)
 {
@@ -202,15 +213,26 @@ static void calls_metric_init(void)
 	    "business error reply), failure (transport, timeout, UNAVAILABLE, INTERNAL), rejected "
 	    "(no instance, or every breaker open; instance is empty).",
 	    "service,instance,outcome");
+	retries_total = shop_metrics_counter(
+	    shop_metrics_default(), "shop_rpc_client_retries_total",
+	    "Idempotent calls sent a second time, to another instance, by service and why the "
+	    "first try failed: timeout (its per-try timeout passed) or transport.",
+	    "service,reason");
 }
+
+static pthread_once_t calls_metric_once = PTHREAD_ONCE_INIT;
 
 /* One attempt (a retry is another) or one call refused before any. */
 static void calls_count(const char *service, const char *instance, const char *outcome)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	pthread_once(&once, calls_metric_init);
+	pthread_once(&calls_metric_once, calls_metric_init);
 	shop_metric_inc(SHOP_METRIC(calls_total, service, instance, outcome));
+}
+
+static void retries_count(const char *service, const char *reason)
+{
+	pthread_once(&calls_metric_once, calls_metric_init);
+	shop_metric_inc(SHOP_METRIC(retries_total, service, reason));
 }
 
 static const char *outcome_name(int rv, const Shop__V1__RpcResponse *resp)
@@ -243,6 +265,25 @@ static void call_span_end(upstream_call *call, int rv, const Shop__V1__RpcRespon
 	shop_span_finish(&call->span);
 }
 
+/* Whether at least two healthy instances of service would admit a call
+ * now: then an idempotent call's first try, wherever it goes, leaves one
+ * for the retry, and gets only its per-try part of the deadline. With one
+ * (or none) the first try is the only one and keeps the whole deadline. */
+static bool retry_possible(shop_upstream *u, const char *service)
+{
+	shop_instance si[UPSTREAM_MAX_PICK];
+	int64_t now = shop_now_mono_us();
+	int n, i, m = 0;
+
+	n = shop_registry_view_get(u->view, service, true, si, UPSTREAM_MAX_PICK);
+	for (i = 0; i < n && m < 2; i++) {
+		upstream_inst *in = inst_get(u, &si[i]);
+		if (in != NULL && si[i].weight > 0 && shop_breaker_would_admit(in->breaker, now))
+			m++;
+	}
+	return m >= 2;
+}
+
 static void call_finish(upstream_call *call, int rv, Shop__V1__RpcResponse *resp)
 {
 	/* Before done: a blocked caller may go on, and stop, once it ran. */
@@ -259,24 +300,38 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 {
 	upstream_call *call = arg;
 	upstream_inst *failed = call->inst;
-	int64_t now = shop_now_mono_us();
+	int64_t now = shop_now_mono_us(), took = now - call->started_us;
+	/* A try of an idempotent call that took longer than its per-try
+	 * timeout is slow: a failure for the breaker, whatever it answered
+	 * (contract §5). Otherwise the deadline bounds the try, and a try
+	 * that reaches it has timed out. */
+	bool ok = outcome_ok(rv, resp) && !(call->slow_us > 0 && took > call->slow_us);
+	/* The first try of an idempotent call timed out at its per-try
+	 * timeout, before the deadline: the rest of the deadline is the
+	 * retry's. A timeout at the deadline has used it up. */
+	bool per_try_out =
+	    rv == NNG_ETIMEDOUT && call->try_deadline_unix_ms < call->deadline_unix_ms;
 	nng_msg *retry;
 
-	shop_breaker_record(failed->breaker, outcome_ok(rv, resp), now - call->started_us, now);
+	shop_breaker_record(failed->breaker, ok, took, now);
 	calls_count(call->service, failed->instance, outcome_name(rv, resp));
-	/* A transport failure of an idempotent call: once more, elsewhere,
-	 * if the deadline allows. A timeout has used the deadline up. */
-	if (rv != 0 && rv != NNG_ETIMEDOUT && call->retry_msg != NULL &&
+	/* A transport failure or a per-try timeout of an idempotent call:
+	 * once more, elsewhere, if the deadline allows. The first try's reply,
+	 * should it still come, finds its request abandoned (rpc_client.c: a
+	 * receive that timed out resets the REQ context) and is dropped. */
+	if (rv != 0 && (rv != NNG_ETIMEDOUT || per_try_out) && call->retry_msg != NULL &&
 	    shop_now_unix_ms() < call->deadline_unix_ms &&
 	    upstream_pick(call->u, call->service, failed, &call->inst) == 0) {
 		retry = call->retry_msg;
 		call->retry_msg = NULL;
+		call->try_deadline_unix_ms = call->deadline_unix_ms;
 		SHOP_LOG_T(DEBUG, call->trace_id, "%s: %s failed (%s), retrying on %s",
 			   call->u->caller, failed->instance, nng_strerror(rv),
 			   call->inst->instance);
 		if (call->traced)
 			shop_span_tag(&call->span, "retried_after", "%s: %s", failed->instance,
 				      nng_strerror(rv));
+		retries_count(call->service, per_try_out ? "timeout" : "transport");
 		if (call_send(call, retry) == 0)
 			return;
 		nng_msg_free(retry);
@@ -291,7 +346,7 @@ static int call_send(upstream_call *call, nng_msg *msg)
 	int rv;
 
 	call->started_us = shop_now_mono_us();
-	rv = shop_rpc_conn_send(call->inst->conn, msg, call->deadline_unix_ms, call_done, call);
+	rv = shop_rpc_conn_send(call->inst->conn, msg, call->try_deadline_unix_ms, call_done, call);
 	if (rv != 0) {
 		shop_breaker_record(call->inst->breaker, false, 0, shop_now_mono_us());
 		calls_count(call->service, call->inst->instance, "failure");
@@ -332,9 +387,29 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 	call->done = done;
 	call->arg = arg;
 	call->deadline_unix_ms = o->deadline_unix_ms;
-	if ((rv = shop_rpc_request_pack(method, req, &oc, &msg)) != 0)
+	call->try_deadline_unix_ms = o->deadline_unix_ms;
+	if (o->idempotent && u->per_try_pct < 100 && retry_possible(u, service)) {
+		/* The first try gets per_try_pct % of what is left, so that the
+		 * retry fits in the rest. The envelope carries the try's own
+		 * deadline: past it nobody waits for the answer, and a server
+		 * that gets the request late (it was stopped) answers
+		 * DEADLINE_EXCEEDED at once instead of working for nobody. */
+		int64_t now_ms = shop_now_unix_ms(), left = o->deadline_unix_ms - now_ms;
+
+		if (left > 1) {
+			/* No overflow for a deadline far away (ms_left caps too). */
+			int64_t per_try =
+			    (left > INT32_MAX ? INT32_MAX : left) * u->per_try_pct / 100;
+
+			per_try = per_try < 1 ? 1 : per_try;
+			call->try_deadline_unix_ms = now_ms + per_try;
+			call->slow_us = per_try * 1000;
+		}
+	}
+	if (o->idempotent && (rv = shop_rpc_request_pack(method, req, &oc, &call->retry_msg)) != 0)
 		goto fail;
-	if (o->idempotent && (rv = nng_msg_dup(&call->retry_msg, msg)) != 0)
+	oc.deadline_unix_ms = call->try_deadline_unix_ms;
+	if ((rv = shop_rpc_request_pack(method, req, &oc, &msg)) != 0)
 		goto fail;
 	if ((rv = upstream_pick(u, service, NULL, &call->inst)) != 0) {
 		calls_count(call->service, "", "rejected");

@@ -17,14 +17,27 @@ void shop_upstream_destroy(shop_upstream *u); /* accepts NULL; waits for callbac
 /* Breakers made from now on use c (copied); call before the first call. */
 void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_config *c);
 
+/* The per-try timeout of idempotent calls, as a percentage of the time
+ * left to the call's deadline (clamped to 1..100; 100: one try takes the
+ * whole deadline, and only a transport failure is retried). Default 45:
+ * the first try times out at 45 %, and the retry on another instance has
+ * the other 55 %. Applies when at least two instances would admit the call
+ * (with one, its only try keeps the whole deadline). Call before the first
+ * call (SHOP_RPC_PER_TRY_PCT in the gateway and svc-order). */
+#define SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT 45
+void shop_upstream_set_per_try_pct(shop_upstream *u, int pct);
+
 /* Called exactly once per accepted call, on an nng thread; must not block.
  * rv and resp as shop_rpc_done_fn (the callback owns resp). instance is the
  * name of the instance that was called ("" when none was), borrowed for the
  * callback's length. Each instance has a breaker "<caller>:<instance>"
  * (breaker.h); a call goes to a healthy instance whose breaker admits it,
  * by weight, preferring connected ones. An idempotent call (opts) that
- * fails at the transport level is retried once on another instance within
- * its deadline. */
+ * fails at the transport level, or whose first try passes its per-try
+ * timeout (shop_upstream_set_per_try_pct), is retried once on another
+ * instance within its deadline; a try slower than its per-try timeout
+ * counts as a failure for its instance's breaker. A non-idempotent call is
+ * sent once and has the whole deadline. */
 typedef void (*shop_upstream_done_fn)(void *arg, int rv, Shop__V1__RpcResponse *resp,
 				      const char *instance);
 

@@ -25,6 +25,7 @@ int main(void)
 	const char *lookup_url;
 	order_app app = {0};
 	int64_t refresh_ms;
+	int per_try_pct;
 	shop_env env;
 	int status = 1;
 
@@ -36,6 +37,8 @@ int main(void)
 	refresh_ms = shop_env_int(&env, "SHOP_REGISTRY_REFRESH_MS", 250, 10, 60000);
 	app.product_timeout_ms = shop_env_int(&env, "SHOP_PRODUCT_TIMEOUT_MS", 1000, 1, 60000);
 	app.cache_ttl_s = (int)shop_env_int(&env, "SHOP_ORDER_CACHE_TTL", 300, 1, 86400 * 30);
+	per_try_pct = (int)shop_env_int(&env, "SHOP_RPC_PER_TRY_PCT",
+					SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT, 1, 100);
 	if (shop_env_check(&env) != 0)
 		return 2;
 	if (shop_registry_view_create(&view, lookup_url, (int)refresh_ms) != 0 ||
@@ -43,6 +46,7 @@ int main(void)
 		SHOP_LOG(ERROR, "cannot reach the registry's lookups at %s", lookup_url);
 		goto out;
 	}
+	shop_upstream_set_per_try_pct(products, per_try_pct);
 	app.products = products;
 	/* /readyz: an order needs a product instance to be taken. */
 	cfg.view = view;

@@ -145,6 +145,51 @@ def test_sigstop_opens_breaker_then_half_open_recovers():
     return "opened after %.1f s; closed again %.1f s after SIGCONT" % (took, back)
 
 
+def retries_total():
+    """The gateway's shop_rpc_client_retries_total for product, by reason."""
+    r = stack.request("GET", "/metrics")
+    check(r.status == 200, "GET /metrics -> %r" % r)
+    out = {}
+    for line in r.body.decode().splitlines():
+        m = re.match(r'shop_rpc_client_retries_total\{([^}]*)\} (\d+)', line)
+        if m and 'service="product"' in m.group(1):
+            reason = re.search(r'reason="([^"]*)"', m.group(1)).group(1)
+            out[reason] = out.get(reason, 0) + int(m.group(2))
+    return out
+
+
+def test_sigstop_4_s_under_load_loses_no_get():
+    """product-b hung (SIGSTOP) for 4 s under GET /products load: a GET whose
+    first try went to product-b times out at its per-try timeout (45 % of
+    the deadline) and is retried on product-a within the deadline, so no
+    GET fails and none takes a whole deadline (contract §5)."""
+    ensure_both_running()
+    pid = pid_of("product-b")
+    before = retries_total()
+    with Load(4) as load:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(4.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0)
+    after = retries_total()
+    res = load.results
+    bad = [r for r in res if r[2] != 200]
+    window = [r for r in res if t0 - 0.1 <= r[0] <= t0 + 4.0]
+    worst = max(r[1] for r in res)
+    retried = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    check(len(window) > 20, "only %d GETs ran while product-b was stopped" % len(window))
+    check(not bad, "%d of %d GETs failed around the SIGSTOP, e.g. %r" % (len(bad), len(res), bad[:3]))
+    check(worst < DEADLINE_S, "a GET took %.2f s: a whole deadline" % worst)
+    check(retried.get("timeout", 0) > 0, "no GET was retried after a per-try timeout: %r" % retried)
+    check(wait_for(both_products_serving, 20, 0.5) is not None, "product-b did not serve again")
+    return "%d GETs (%d while stopped), 0 failed, longest %.0f ms, retried %r" % (
+        len(res), len(window), worst * 1000, retried)
+
+
 def test_slow_instance_counts_as_failing():
     """product-b is slowed past the deadline (stopped 90 % of the time):
     its calls time out and its breaker opens."""
@@ -253,6 +298,7 @@ FAULT_CASES = [
     test_sigterm_drains_and_exits_within_5_s,
     test_kill_9_under_load_loses_no_get,
     test_sigstop_opens_breaker_then_half_open_recovers,
+    test_sigstop_4_s_under_load_loses_no_get,
     test_slow_instance_counts_as_failing,
     test_both_down_503_at_once,
     test_registry_outage_traffic_continues,

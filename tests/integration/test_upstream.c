@@ -1,9 +1,13 @@
 /* test_upstream.c -- lib/upstream.c over real sockets: a real registry
  * (SHOP_REGISTRY_BIN) surveys two in-process RPC servers; the upstream
  * balances 70 : 30, opens breakers on failures but not on business answers,
- * trips on a closed pipe, retries idempotent calls elsewhere, and fails at
- * once when no instance admits a call. */
+ * trips on a closed pipe, retries idempotent calls elsewhere (also when the
+ * first try passes its per-try timeout on an instance that never answers),
+ * sends a non-idempotent call once, and fails at once when no instance
+ * admits a call. */
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,11 +19,13 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 
 #include "../cunit_main.h"
 #include "clock.h"
 #include "product.pb-c.h"
 #include "registry_client.h"
+#include "rpc.pb-c.h"
 #include "rpc_server.h"
 #include "upstream.h"
 
@@ -166,6 +172,157 @@ static int wait_view(int n)
 	return -1;
 }
 
+/* An instance that takes every request and never answers (a stopped
+ * process whose connection stays up): a bare REP socket read by a thread
+ * that counts the requests and keeps the last one's envelope deadline.
+ * With answer_after_ms > 0 it answers each request, one at a time, that
+ * long after taking it, with next_page_token "c:<caller_user_id>" (a slow
+ * instance whose late answers must never reach another call). */
+static struct hung {
+	char url[64];
+	nng_socket sock;
+	pthread_t thr;
+	atomic_bool stop;
+	atomic_int answer_after_ms;
+	atomic_int received;
+	_Atomic int64_t last_deadline_unix_ms;
+	shop_advertiser *adv;
+} H;
+
+static void hung_answer(int64_t id)
+{
+	Shop__V1__ListProductsResponse lp = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+	Shop__V1__RpcResponse r = SHOP__V1__RPC_RESPONSE__INIT;
+	uint8_t payload[64];
+	char token[32];
+	nng_msg *m;
+
+	sleep_ms(atomic_load(&H.answer_after_ms));
+	snprintf(token, sizeof(token), "c:%lld", (long long)id);
+	lp.next_page_token = token;
+	r.payload.len = shop__v1__list_products_response__pack(&lp, payload);
+	r.payload.data = payload;
+	if (nng_msg_alloc(&m, shop__v1__rpc_response__get_packed_size(&r)) != 0)
+		return;
+	shop__v1__rpc_response__pack(&r, nng_msg_body(m));
+	if (nng_sendmsg(H.sock, m, 0) != 0)
+		nng_msg_free(m);
+}
+
+static void *hung_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&H.stop)) {
+		nng_msg *m;
+		Shop__V1__RpcRequest *rq;
+
+		if (nng_recvmsg(H.sock, &m, 0) != 0)
+			continue; /* the 100 ms receive timeout: look at stop */
+		rq = shop__v1__rpc_request__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+		nng_msg_free(m);
+		atomic_fetch_add(&H.received, 1);
+		if (rq == NULL)
+			continue;
+		atomic_store(&H.last_deadline_unix_ms, rq->deadline_unix_ms);
+		if (atomic_load(&H.answer_after_ms) > 0)
+			hung_answer(rq->caller_user_id);
+		shop__v1__rpc_request__free_unpacked(rq, NULL);
+	}
+	return NULL;
+}
+
+/* Starts the hung instance "c" (weight 30) and waits for the view to list
+ * it beside a and b. */
+static int hung_start(void)
+{
+	shop_instance self;
+
+	memset(&self, 0, sizeof(self));
+	snprintf(H.url, sizeof(H.url), "tcp://127.0.0.1:%u", free_port());
+	if (nng_rep0_open(&H.sock) != 0 || nng_socket_set_ms(H.sock, NNG_OPT_RECVTIMEO, 100) != 0 ||
+	    nng_listen(H.sock, H.url, NULL, 0) != 0 ||
+	    pthread_create(&H.thr, NULL, hung_main, NULL) != 0)
+		return -1;
+	snprintf(self.service, sizeof(self.service), "product");
+	snprintf(self.instance, sizeof(self.instance), "c");
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", H.url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = 30;
+	self.healthy = true;
+	if (shop_advertiser_create(&H.adv, survey_url, &self) != 0)
+		return -1;
+	return wait_view(3);
+}
+
+static void hung_stop(void)
+{
+	if (H.adv == NULL)
+		return;
+	shop_advertiser_destroy(H.adv);
+	H.adv = NULL;
+	atomic_store(&H.stop, true);
+	pthread_join(H.thr, NULL);
+	nng_close(H.sock);
+}
+
+struct find_stats {
+	const char *name;
+	shop_breaker_stats s;
+};
+
+static void stats_cb(void *arg, shop_breaker *b, const char *instance)
+{
+	struct find_stats *f = arg;
+
+	if (strcmp(instance, f->name) == 0)
+		shop_breaker_stats_get(b, shop_now_mono_us(), &f->s);
+}
+
+static shop_breaker_stats stats_of(const char *name)
+{
+	struct find_stats f = {.name = name};
+
+	shop_upstream_foreach_breaker(up, stats_cb, &f);
+	return f.s;
+}
+
+/* One call with deadline_ms and idempotent as given; *who gets the
+ * instance that answered, *took_ms the call's length. */
+/* One call with caller_user_id = id; token (cap tcap, may be NULL) gets
+ * the answer's next_page_token. */
+static int call_id(int64_t deadline_ms, bool idempotent, int64_t id, char *who, size_t cap,
+		   int64_t *took_ms, char *token, size_t tcap)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + deadline_ms,
+				.caller_user_id = id,
+				.idempotent = idempotent};
+	Shop__V1__RpcResponse *resp = NULL;
+	int64_t t0 = shop_now_mono_us();
+	int rv = shop_upstream_call_sync(up, "product", METHOD, &req.base, &o, &resp, who, cap);
+
+	*took_ms = (shop_now_mono_us() - t0) / 1000;
+	if (rv == 0) {
+		Shop__V1__ListProductsResponse *lp = NULL;
+
+		if (resp->code != 0)
+			rv = -resp->code;
+		else if (token != NULL &&
+			 (lp = shop__v1__list_products_response__unpack(
+			      NULL, resp->payload.len, resp->payload.data)) != NULL)
+			snprintf(token, tcap, "%s", lp->next_page_token);
+		if (lp != NULL)
+			shop__v1__list_products_response__free_unpacked(lp, NULL);
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	return rv;
+}
+
+static int call_opts(int64_t deadline_ms, bool idempotent, char *who, size_t cap, int64_t *took_ms)
+{
+	return call_id(deadline_ms, idempotent, 0, who, cap, took_ms, NULL, 0);
+}
+
 static void test_upstream_balances_70_30(void)
 {
 	char who[64];
@@ -269,6 +426,116 @@ static void test_upstream_instance_returns(void)
 	CU_ASSERT(to_b > 40);
 }
 
+/* A non-idempotent call that reaches an instance that never answers waits
+ * for the whole deadline, fails, and was sent once. Runs before the next
+ * test so that c's breaker is still closed. */
+static void test_upstream_hung_instance_write_sent_once(void)
+{
+	char who[64];
+	int64_t took;
+	int rv, before, to_c = 0;
+
+	CU_ASSERT_EQUAL_FATAL(hung_start(), 0);
+	for (int i = 0; i < 60 && to_c == 0; i++) {
+		before = atomic_load(&H.received);
+		rv = call_opts(500, false, who, sizeof(who), &took);
+		sleep_ms(20); /* a second send, were there one, would have arrived */
+		if (atomic_load(&H.received) == before) {
+			CU_ASSERT_EQUAL(rv, 0); /* a or b answered */
+			continue;
+		}
+		to_c++;
+		CU_ASSERT_EQUAL(atomic_load(&H.received), before + 1);
+		CU_ASSERT_EQUAL(rv, NNG_ETIMEDOUT);
+		CU_ASSERT_STRING_EQUAL(who, "c");
+		CU_ASSERT(took >= 490 && took < 700);
+	}
+	CU_ASSERT_EQUAL(to_c, 1);
+}
+
+/* An idempotent call whose first try goes to the instance that never
+ * answers: that try times out at its per-try timeout (45 % of the
+ * deadline), the retry on a or b answers, within the deadline; the try
+ * counts as failed on c's breaker. The request c got carried the try's
+ * deadline, not the call's. Without per-try timeouts such a call waits for
+ * its whole deadline and fails. */
+static void test_upstream_hung_instance_idempotent_retries(void)
+{
+	shop_breaker_stats s0 = stats_of("c"), s1;
+	char who[64];
+	int64_t took, sent_at, deadline, max_took = 0;
+	int rv, before, to_c = 0, failed = 0;
+
+	for (int i = 0; i < 200 && to_c < 3; i++) {
+		/* c's breaker opens after its 10th failure; wait out its open
+		 * period so that it takes a trial call again. */
+		if (breaker_of("c") == SHOP_BREAKER_OPEN)
+			sleep_ms(320);
+		before = atomic_load(&H.received);
+		sent_at = shop_now_unix_ms();
+		rv = call_opts(1000, true, who, sizeof(who), &took);
+		deadline = sent_at + 1000;
+		failed += rv != 0;
+		CU_ASSERT(rv == 0 && strcmp(who, "c") != 0);
+		CU_ASSERT(took < 1000);
+		if (atomic_load(&H.received) == before)
+			continue;
+		to_c++;
+		max_took = took > max_took ? took : max_took;
+		CU_ASSERT(took >= 440); /* the first try waited its per-try timeout */
+		/* The envelope's deadline was the first try's, about 450 ms in. */
+		CU_ASSERT(atomic_load(&H.last_deadline_unix_ms) <= deadline - 500);
+		CU_ASSERT(atomic_load(&H.last_deadline_unix_ms) >= sent_at + 440);
+	}
+	s1 = stats_of("c");
+	CU_ASSERT_EQUAL(failed, 0);
+	CU_ASSERT_EQUAL(to_c, 3);
+	CU_ASSERT_EQUAL(s1.successful, s0.successful);
+	CU_ASSERT_EQUAL(s1.failed - s0.failed, (uint64_t)to_c);
+	fprintf(stderr, "\n  %d first tries hung on c, longest call %lld ms ", to_c,
+		(long long)max_took);
+}
+
+/* c answers, but late: 600 ms after it took a request (past the 450 ms
+ * per-try timeout of a 1 s call), then 50 ms after. A try that timed out
+ * is retried on a or b; its late answer reaches c's context when that
+ * context may already carry another call's request, and must be dropped:
+ * an answer from c is always the one to the call's own request. Without
+ * per-try timeouts the slow c answers every call that reaches it. */
+static void test_upstream_late_answers_never_reach_another_call(void)
+{
+	char who[64], token[32], want[32];
+	int64_t took;
+	int rv, before, slow_c = 0, fast_c = 0;
+	int64_t end = shop_now_mono_us() + 15 * 1000 * 1000;
+
+	atomic_store(&H.answer_after_ms, 600);
+	for (int i = 1; i <= 300 && (slow_c < 3 || fast_c < 3) && shop_now_mono_us() < end; i++) {
+		if (slow_c >= 3)
+			atomic_store(&H.answer_after_ms, 50);
+		if (breaker_of("c") == SHOP_BREAKER_OPEN)
+			sleep_ms(320);
+		before = atomic_load(&H.received);
+		token[0] = '\0';
+		rv = call_id(1000, true, i, who, sizeof(who), &took, token, sizeof(token));
+		CU_ASSERT_EQUAL(rv, 0);
+		CU_ASSERT(took < 1000);
+		snprintf(want, sizeof(want), "c:%d", i);
+		if (strcmp(who, "c") == 0) {
+			CU_ASSERT_STRING_EQUAL(token, want); /* its own answer */
+			CU_ASSERT(slow_c >= 3);              /* not while c was slow */
+			fast_c++;
+		} else if (atomic_load(&H.received) > before && slow_c < 3) {
+			slow_c++; /* c too slow: retried, answered elsewhere */
+		}
+		CU_ASSERT(strncmp(token, "c:", 2) != 0 || strcmp(token, want) == 0);
+	}
+	CU_ASSERT(slow_c >= 3);
+	CU_ASSERT(fast_c >= 3);
+	atomic_store(&H.answer_after_ms, 0);
+	hung_stop();
+}
+
 static int setup(void)
 {
 	const char *bin = getenv("SHOP_REGISTRY_BIN");
@@ -307,15 +574,21 @@ static int setup(void)
 int main(void)
 {
 	static const shop_test tests[] = {
-		{"balances 70:30", test_upstream_balances_70_30},
-		{"business answers keep the breaker closed",
-		 test_upstream_business_answers_keep_breaker_closed},
-		{"UNAVAILABLE opens the breaker, trials close it",
-		 test_upstream_unavailable_opens_breaker},
-		{"a closed pipe trips, idempotent calls retry elsewhere",
-		 test_upstream_closed_pipe_trips_and_retries},
-		{"none admitted: fails at once", test_upstream_none_admitted_fails_at_once},
-		{"instances return", test_upstream_instance_returns},
+	    {"balances 70:30", test_upstream_balances_70_30},
+	    {"business answers keep the breaker closed",
+	     test_upstream_business_answers_keep_breaker_closed},
+	    {"UNAVAILABLE opens the breaker, trials close it",
+	     test_upstream_unavailable_opens_breaker},
+	    {"a closed pipe trips, idempotent calls retry elsewhere",
+	     test_upstream_closed_pipe_trips_and_retries},
+	    {"none admitted: fails at once", test_upstream_none_admitted_fails_at_once},
+	    {"instances return", test_upstream_instance_returns},
+	    {"a write to a hung instance fails at the deadline, sent once",
+	     test_upstream_hung_instance_write_sent_once},
+	    {"a read on a hung instance is retried elsewhere after its per-try timeout",
+	     test_upstream_hung_instance_idempotent_retries},
+	    {"late answers never reach another call",
+	     test_upstream_late_answers_never_reach_another_call},
 	};
 	int status = 1;
 
@@ -324,6 +597,7 @@ int main(void)
 		status = shop_test_run("upstream", tests, sizeof(tests) / sizeof(tests[0]));
 	else
 		fprintf(stderr, "setup failed\n");
+	hung_stop();
 	shop_upstream_destroy(up);
 	shop_registry_view_destroy(view);
 	if (A.server != NULL)
