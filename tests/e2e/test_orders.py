@@ -355,7 +355,10 @@ def test_products_down_long_outage_keeps_order_breaker_closed():
     answered = 0
     try:
         def fallback(r, lang, what):
-            p = check_problem(r, 503, "product_service_unavailable")
+            try:
+                p = check_problem(r, 503, "product_service_unavailable")
+            except stack.Fail as e:
+                raise stack.Fail("%s (%s): %s" % (what, lang, e)) from None
             want = UNAVAILABLE_KO if lang == "ko" else UNAVAILABLE_EN
             check(p["detail"] == want, "%s (%s): detail %r" % (what, lang, p["detail"]))
             ra = r.header("retry-after")
