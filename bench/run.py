@@ -3,7 +3,10 @@
 on the same machine, in the same run, with wrk.
 
 Reference: nginx (front, proxy_pass with upstream keepalive) -> nginx
-(returns a JSON body the size of an order). Each round runs the reference,
+(returns a JSON body the size of an order). The fallback row stops both
+product instances and checks every answer is the order service's own
+503 product_service_unavailable (anything else counts as an error), on 64
+connections and on one. Each round runs the reference,
 then one shop path, both after a warm-up, so that drift between runs hits
 both alike. Prints one table: path, req/s, p50, p99, errors, ratio to the
 reference of the same round; then pgbench -N at the same connection count
@@ -124,10 +127,36 @@ wrk.headers["Content-Type"] = "application/json"
 %(body)s
 """
 
+# Appended when a row expects one problem answer: every answer is read and
+# sorted into wanted (that status, that "code", a Retry-After) and other,
+# summed over wrk's threads at the end ("answers: wanted N, other N").
+LUA_EXPECT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) wanted_n = 0; other_n = 0 end
+function response(status, headers, body)
+  local code = body and string.match(body, '"code":"([^"]*)"')
+  local ra = headers["Retry-After"] or headers["retry-after"]
+  if status == %(status)d and code == "%(code)s" and ra ~= nil then
+    wanted_n = wanted_n + 1
+  else
+    other_n = other_n + 1
+  end
+end
+function done(summary, latency, requests)
+  local w, o = 0, 0
+  for _, t in ipairs(threads) do w = w + t:get("wanted_n"); o = o + t:get("other_n") end
+  io.write(string.format("answers: wanted %%d, other %%d\\n", w, o))
+end
+"""
+
 
 def wrk(url, method="GET", token=None, body=None, seconds=SECONDS, lua_dir=None, conns=None,
-        threads=None):
-    """Runs wrk; returns dict(rps, p50_ms, p99_ms, errors, requests)."""
+        threads=None, expect=None):
+    """Runs wrk; returns dict(rps, p50_ms, p99_ms, errors, requests). With
+    expect=(status, code) every answer must be that problem (with
+    Retry-After): errors are then the other answers plus socket errors, and
+    wanted counts the right ones."""
     script = os.path.join(lua_dir, "req-%s.lua" % secrets.token_hex(4))
     with open(script, "w") as f:
         f.write(LUA % {
@@ -135,6 +164,8 @@ def wrk(url, method="GET", token=None, body=None, seconds=SECONDS, lua_dir=None,
             "auth": 'wrk.headers["Authorization"] = "Bearer %s"' % token if token else "",
             "body": "wrk.body = '%s'" % body if body else "",
         })
+        if expect:
+            f.write(LUA_EXPECT % {"status": expect[0], "code": expect[1]})
     cmd = ["wrk", "-t%d" % (threads or THREADS), "-c%d" % (conns or CONNS), "-d%ds" % seconds,
            "--latency", "-s", script, url]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 60)
@@ -152,9 +183,18 @@ def wrk(url, method="GET", token=None, body=None, seconds=SECONDS, lua_dir=None,
     if m:
         res["requests"] = int(m.group(1))
     errs = 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if m:
-        errs += int(m.group(1))
+    if expect:
+        m = re.search(r"^answers: wanted (\d+), other (\d+)$", text, re.M)
+        if m:
+            res["wanted"] = int(m.group(1))
+            errs += int(m.group(2))
+        else:  # the check did not run: nothing is known to be right
+            res["wanted"] = 0
+            errs += max(res["requests"], 1)
+    else:
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        if m:
+            errs += int(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if m:
         errs += sum(int(x) for x in m.groups())
@@ -319,6 +359,38 @@ def up_time():
     return time.monotonic() - t
 
 
+FALLBACK = "POST /orders, products down (503)"
+FALLBACK_ONE = "  the same, 1 connection"
+
+
+def fallback_ready(pid, token):
+    """Waits (5 s at most) until POST /orders answers the order service's
+    fallback, so that the row does not start on a product call still in
+    flight."""
+    until = time.monotonic() + 5
+    while time.monotonic() < until:
+        try:
+            r = api("POST", "/orders", {"product_ids": [pid]}, token)
+            if r.status == 503 and r.json().get("code") == "product_service_unavailable":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+
+
+def gateway_breaker(instance):
+    """The state of the gateway's breaker on instance, from its /metrics."""
+    try:
+        text = stack.request("GET", "/metrics").body.decode()
+    except OSError:
+        return None
+    for state in ("closed", "open", "half_open"):
+        if ('resilience4j_circuitbreaker_state{name="gateway:%s",state="%s"} 1'
+                % (instance, state)) in text:
+            return state
+    return None
+
+
 def fmt(v, unit=""):
     return "-" if v is None else ("%.2f%s" % (v, unit) if isinstance(v, float) else "%s%s" % (v, unit))
 
@@ -336,32 +408,38 @@ def main():
         ("GET /orders/{id} (cache hit)", GW + "/orders/%d" % oid, "GET", token, None),
         ("GET /products?page_size=10", GW + "/products?page_size=10", "GET", token, None),
         ("POST /orders (one product)", GW + "/orders", "POST", token, post_order),
-        ("POST /orders, breaker open (503)", GW + "/orders", "POST", token, post_order),
+        (FALLBACK, GW + "/orders", "POST", token, post_order),
         ("POST /auth/sign-in", GW + "/auth/sign-in", "POST", None, sign_in),
     ]
     rows = []
+    one = ref_one = None
+    gw_order_state = None
     try:
         for label, url, method, tok, body in paths:
-            if "breaker open" in label:
+            expect = None
+            if label == FALLBACK:
                 # Both product instances gone: the order service's breakers
-                # open at once (their pipes close) and it answers the fallback.
+                # on them open at once (their pipes close) and it answers
+                # the fallback itself. Every answer is checked to be that
+                # fallback; anything else (the gateway's own 503 when its
+                # breaker on the order service opened...) is an error.
+                expect = (503, "product_service_unavailable")
                 stack.shop("stop", "product-a")
                 stack.shop("stop", "product-b")
-                api("POST", "/orders", {"product_ids": [pid]}, token)
+                fallback_ready(pid, token)
             if WARMUP:
                 wrk("http://127.0.0.1:%d/" % NGINX_FRONT, seconds=WARMUP, lua_dir=work)
-                wrk(url, method, tok, body, seconds=WARMUP, lua_dir=work)
+                wrk(url, method, tok, body, seconds=WARMUP, lua_dir=work, expect=expect)
             ref = wrk("http://127.0.0.1:%d/" % NGINX_FRONT, lua_dir=work)
-            got = wrk(url, method, tok, body, lua_dir=work)
-            if "breaker open" in label:
-                # The fallback is the expected answer here, not an error.
-                got["errors"] = 0 if got["requests"] else 1
+            got = wrk(url, method, tok, body, lua_dir=work, expect=expect)
+            if label == FALLBACK:
                 # Its latency without 63 other connections queued ahead:
                 # at 64 connections p50 is about 64 / req/s whatever the path.
                 one = wrk(url, method, tok, body, seconds=min(SECONDS, 3), lua_dir=work,
-                          conns=1, threads=1)
+                          conns=1, threads=1, expect=expect)
                 ref_one = wrk("http://127.0.0.1:%d/" % NGINX_FRONT, seconds=min(SECONDS, 3),
                               lua_dir=work, conns=1, threads=1)
+                gw_order_state = gateway_breaker("order")
                 shop("start", "product-a")
                 shop("start", "product-b")
             rows.append((label, got, ref))
@@ -395,12 +473,15 @@ def main():
         print("%-34s %10.0f %9s %9s %7d %10.0f %6.2fx" % (label, got["rps"], fmt(got["p50_ms"]),
                                                           fmt(got["p99_ms"]), got["errors"],
                                                           ref["rps"], ratio))
-        if "breaker open" in label:
+        if label == FALLBACK:
             # At 64 connections p50 is about 64 / req/s, whatever the path;
             # one connection shows the path's own latency.
-            print("%-34s %10.0f %9s %9s %7s %10.0f   (nginx p50 %s ms)" % (
-                "  the same, 1 connection", one["rps"], fmt(one["p50_ms"]), fmt(one["p99_ms"]),
-                "-", ref_one["rps"], fmt(ref_one["p50_ms"])))
+            print("%-34s %10.0f %9s %9s %7d %10.0f   (nginx p50 %s ms)" % (
+                FALLBACK_ONE, one["rps"], fmt(one["p50_ms"]), fmt(one["p99_ms"]),
+                one["errors"], ref_one["rps"], fmt(ref_one["p50_ms"])))
+            print("  (errors: answers other than 503 product_service_unavailable with "
+                  "Retry-After; %d + %d right; gateway:order breaker after: %s)" % (
+                      got.get("wanted", 0), one.get("wanted", 0), gw_order_state or "unknown"))
     post = [g for l, g, _ in rows if l.startswith("POST /orders (")][0]
     if tps:
         print("%-34s %10.0f   (POST /orders / pgbench: %.2fx)" % ("pgbench -N -c%d (database alone)"

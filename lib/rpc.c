@@ -82,23 +82,44 @@ int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg)
 	r->payload_len = protobuf_c_message_pack(msg, buf);
 	r->payload = buf;
 	r->code = SHOP_RPC_OK;
+	r->dependency_failed = false;
 	r->message[0] = '\0';
 	r->reason[0] = '\0';
 	return 0;
+}
+
+static void reply_verror(shop_rpc_reply *r, int code, bool dependency, const char *reason,
+			 const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void reply_verror(shop_rpc_reply *r, int code, bool dependency, const char *reason,
+			 const char *fmt, va_list ap)
+{
+	/* An error carries no payload (RpcResponse.payload is for code 0). */
+	free(r->payload);
+	r->payload = NULL;
+	r->payload_len = 0;
+	r->code = code;
+	r->dependency_failed = dependency;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason != NULL ? reason : "");
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
 }
 
 void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
 {
 	va_list ap;
 
-	/* An error carries no payload (RpcResponse.payload is for code 0). */
-	free(r->payload);
-	r->payload = NULL;
-	r->payload_len = 0;
-	r->code = code;
-	snprintf(r->reason, sizeof(r->reason), "%s", reason != NULL ? reason : "");
 	va_start(ap, fmt);
-	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	reply_verror(r, code, false, reason, fmt, ap);
+	va_end(ap);
+}
+
+void shop_rpc_reply_dependency_error(shop_rpc_reply *r, int code, const char *reason,
+				     const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	reply_verror(r, code, true, reason, fmt, ap);
 	va_end(ap);
 }
 
@@ -140,6 +161,7 @@ int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len)
 	resp.code = r->code;
 	resp.message = (char *)r->message;
 	resp.reason = (char *)r->reason;
+	resp.dependency_failed = r->dependency_failed && r->code != SHOP_RPC_OK;
 	resp.payload.data = r->payload;
 	resp.payload.len = r->payload != NULL ? r->payload_len : 0;
 	resp.n_metadata = n;

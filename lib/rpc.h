@@ -3,6 +3,7 @@
 #ifndef SHOP_RPC_H
 #define SHOP_RPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,7 @@ typedef struct shop_rpc_reply {
 	int code;
 	char message[256];
 	char reason[64];
+	bool dependency_failed; /* RpcResponse.dependency_failed: not our failure */
 	size_t n_meta;
 	char meta_key[SHOP_RPC_MAX_META][32];
 	char meta_val[SHOP_RPC_MAX_META][128];
@@ -57,6 +59,13 @@ int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg);
 /* Sets an error: code, stable reason (UPPER_SNAKE) and a printf message. */
 void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* As shop_rpc_reply_error, and marks the reply dependency_failed: the
+ * service is working and answers for a dependency that failed (a call of
+ * its own to another service failed, timed out or found every breaker
+ * open). Callers' breakers do not count it against this instance. Never
+ * for a failure of the service's own (shop_rpc_reply_error clears it). */
+void shop_rpc_reply_dependency_error(shop_rpc_reply *r, int code, const char *reason,
+				     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* INVALID_ARGUMENT, reason INVALID_ARGUMENT, message "<field> <why>" and
  * metadata field = <field>. */
 void shop_rpc_reply_bad_field(shop_rpc_reply *r, const char *field, const char *why);

@@ -192,12 +192,18 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 	return known > 0 ? NNG_EBUSY : NNG_ENOENT;
 }
 
-/* Transport errors, timeouts and UNAVAILABLE/INTERNAL replies count
- * against the instance; a business answer (NOT_FOUND...) does not. */
+/* A reply is judged by what it says about the instance. Transport errors,
+ * timeouts and the instance's own UNAVAILABLE/INTERNAL replies count
+ * against it; a business answer (NOT_FOUND...), a shed call
+ * (RESOURCE_EXHAUSTED) and a reply marked dependency_failed (the instance
+ * answers for a service it depends on, e.g. the order service's
+ * PRODUCT_SERVICE_UNAVAILABLE fallback) do not. */
 static bool outcome_ok(int rv, const Shop__V1__RpcResponse *resp)
 {
 	if (rv != 0)
 		return false;
+	if (resp->dependency_failed)
+		return true;
 	return resp->code != SHOP_RPC_UNAVAILABLE && resp->code != SHOP_RPC_INTERNAL &&
 	       resp->code != SHOP_RPC_DEADLINE_EXCEEDED && resp->code != SHOP_RPC_UNKNOWN;
 }
@@ -210,8 +216,10 @@ static void calls_metric_init(void)
 	calls_total = shop_metrics_counter(
 	    shop_metrics_default(), "shop_rpc_client_calls_total",
 	    "Calls to other services, by service, instance called and outcome: ok, error (a "
-	    "business error reply), failure (transport, timeout, UNAVAILABLE, INTERNAL), rejected "
-	    "(no instance, or every breaker open; instance is empty).",
+	    "business error reply), dependency (an error reply marked dependency_failed: the "
+	    "instance works, a service behind it failed), failure (transport, timeout, "
+	    "UNAVAILABLE, INTERNAL), rejected (no instance, or every breaker open; instance is "
+	    "empty).",
 	    "service,instance,outcome");
 	retries_total = shop_metrics_counter(
 	    shop_metrics_default(), "shop_rpc_client_retries_total",
@@ -239,7 +247,9 @@ static const char *outcome_name(int rv, const Shop__V1__RpcResponse *resp)
 {
 	if (!outcome_ok(rv, resp))
 		return "failure";
-	return resp->code == SHOP_RPC_OK ? "ok" : "error";
+	if (resp->code == SHOP_RPC_OK)
+		return "ok";
+	return resp->dependency_failed ? "dependency" : "error";
 }
 
 /* Ends the call's CLIENT span, if it has one: rv is the transport's, or
@@ -261,6 +271,9 @@ static void call_span_end(upstream_call *call, int rv, const Shop__V1__RpcRespon
 		shop_span_tag(&call->span, "rpc.grpc.status_code", "%d", resp->code);
 		if (!outcome_ok(rv, resp))
 			shop_span_tag(&call->span, "error", "%s", shop_rpc_code_name(resp->code));
+		else if (resp->code != SHOP_RPC_OK && resp->dependency_failed)
+			shop_span_tag(&call->span, "error", "%s (a dependency of %s failed)",
+				      shop_rpc_code_name(resp->code), call->service);
 	}
 	shop_span_finish(&call->span);
 }

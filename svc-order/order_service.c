@@ -28,6 +28,16 @@ static void reply_order_not_found(shop_rpc_reply *reply, int64_t id)
 	shop_rpc_reply_meta(reply, "order_id", sid);
 }
 
+/* The fallback when the product service cannot be used: UNAVAILABLE,
+ * PRODUCT_SERVICE_UNAVAILABLE, marked as a dependency's failure so that no
+ * caller's breaker counts it against this (working) instance. */
+static void reply_products_unavailable(shop_rpc_reply *reply)
+{
+	shop_rpc_reply_dependency_error(reply, SHOP_RPC_UNAVAILABLE, "PRODUCT_SERVICE_UNAVAILABLE",
+					"Product service is unavailable. Please try again later.");
+	shop_rpc_reply_meta(reply, "retry_after", "1");
+}
+
 /* The products of ids, fetched through the breakers. On success returns 0
  * and *out (caller frees with shop__v1__get_products_response__free_unpacked);
  * otherwise the reply is set (PRODUCT_NOT_FOUND for the first missing id
@@ -63,9 +73,7 @@ static int fetch_products(order_app *app, shop_rpc_call *call, const int64_t *id
 		SHOP_LOG_T(WARN, call->trace_id, "product check failed: %s%s",
 			   rv != 0 ? nng_strerror(rv) : "answer ",
 			   rv != 0 ? "" : shop_rpc_code_name(resp->code));
-		shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "PRODUCT_SERVICE_UNAVAILABLE",
-				     "Product service is unavailable. Please try again later.");
-		shop_rpc_reply_meta(reply, "retry_after", "1");
+		reply_products_unavailable(reply);
 		goto out;
 	}
 	if (got->n_missing_ids > 0) {
@@ -187,9 +195,7 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 	for (size_t i = 0; i < req->n_product_ids; i++) {
 		const Shop__V1__Product *p = find_product(products, req->product_ids[i]);
 		if (p == NULL) { /* the product service broke its own contract */
-			shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE,
-					     "PRODUCT_SERVICE_UNAVAILABLE",
-					     "Product service is unavailable. Please try again later.");
+			reply_products_unavailable(reply);
 			goto out;
 		}
 		items[i] = (order_item_in){p->id, p->name, p->supply_price};
@@ -240,8 +246,7 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 	if (fetch_products(app, call, &req->product_id, 1, &products, reply) != 0)
 		goto out;
 	if ((p = find_product(products, req->product_id)) == NULL) {
-		shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "PRODUCT_SERVICE_UNAVAILABLE",
-				     "Product service is unavailable. Please try again later.");
+		reply_products_unavailable(reply);
 		goto out;
 	}
 	item = (order_item_in){p->id, p->name, p->supply_price};

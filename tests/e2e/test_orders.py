@@ -1,10 +1,12 @@
 """test_orders.py -- orders through the gateway: bodies and totals, appends,
 ownership, the product fallbacks word for word (en, ko), the Redis cache
 (MISS, HIT, BYPASS, coherence under concurrent PUT/GET), idempotent
-creates, and PostgreSQL going away and coming back."""
+creates, PostgreSQL going away and coming back, and a long product outage
+that never opens the gateway's breaker on the (working) order service."""
 
 import glob
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -313,6 +315,100 @@ def test_products_down_503_then_back():
     check(status == 201, "orders did not recover after the products restarted (last %r)" % status)
 
 
+def _gateway_metrics():
+    r = request("GET", "/metrics")
+    check(r.status == 200, "GET /metrics -> %r" % r)
+    return r.body.decode()
+
+
+def _order_calls(text, outcome):
+    """The gateway's shop_rpc_client_calls_total for the order instance."""
+    total = 0
+    for m in re.finditer(r'^shop_rpc_client_calls_total\{([^}]*)\} (\d+)', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("service") == "order" and labels.get("outcome") == outcome:
+            total += int(m.group(2))
+    return total
+
+
+ORDER_CLOSED = 'resilience4j_circuitbreaker_state{name="gateway:order",state="closed"} 1'
+
+
+def test_products_down_long_outage_keeps_order_breaker_closed():
+    """Issue 15: the order service's fallback reports that its dependency
+    failed, so no caller counts it against the order instance. With both
+    product instances stopped, 60 creates and 12 appends all get the exact
+    fallback (en and ko), a cached order still reads 200, and the gateway's
+    breaker on the order instance stays closed."""
+    import test_faults
+    import test_pyclient
+    a = products()[0][0]
+    o = create([a]).json()
+    g = get(o["id"])  # read once: cached
+    check(g.status == 200, "GET before the outage -> %r" % g)
+    check(ORDER_CLOSED in _gateway_metrics(), "gateway:order not closed before the outage")
+    before = _gateway_metrics()
+    failures0, deps0 = _order_calls(before, "failure"), _order_calls(before, "dependency")
+    for name in ("product-a", "product-b"):
+        rc, out = stack.shop("stop", name)
+        check(rc == 0, "./shop stop %s: %s" % (name, out[-300:]))
+    answered = 0
+    try:
+        def fallback(r, lang, what):
+            try:
+                p = check_problem(r, 503, "product_service_unavailable")
+            except stack.Fail as e:
+                raise stack.Fail("%s (%s): %s" % (what, lang, e)) from None
+            want = UNAVAILABLE_KO if lang == "ko" else UNAVAILABLE_EN
+            check(p["detail"] == want, "%s (%s): detail %r" % (what, lang, p["detail"]))
+            ra = r.header("retry-after")
+            check(ra is not None and ra.isdigit(), "%s: Retry-After %r" % (what, ra))
+
+        for i in range(60):
+            lang = "ko" if i % 3 == 2 else "en"
+            fallback(create([a], headers={"Accept-Language": lang}), lang, "POST #%d" % i)
+            answered += 1
+            if i % 5 == 4:
+                lang = "ko" if i % 10 == 9 else "en"
+                r = request("PUT", "/orders/%d" % o["id"], {"product_id": a},
+                            headers=dict(user("alice"), **{"Accept-Language": lang}))
+                fallback(r, lang, "PUT after POST #%d" % i)
+                answered += 1
+        for _ in range(5):
+            g = get(o["id"])
+            check(g.status == 200 and g.header("x-cache") == "HIT",
+                  "cached GET during the outage -> %r (X-Cache %r)" % (g, g.header("x-cache")))
+        text = _gateway_metrics()
+        check(ORDER_CLOSED in text, "gateway:order is %s after %d fallbacks"
+              % (test_faults.breaker_state("order"), answered))
+        check(_order_calls(text, "failure") == failures0,
+              "the gateway counted %d calls to order as failures"
+              % (_order_calls(text, "failure") - failures0))
+        check(_order_calls(text, "dependency") - deps0 >= answered,
+              "outcome=\"dependency\" rose by %d for %d fallbacks"
+              % (_order_calls(text, "dependency") - deps0, answered))
+        # The mark is in the envelope, for any client: the Python one sees it.
+        with test_pyclient.client() as shop:
+            uid = test_pyclient.user("outage")[0]
+            e = test_pyclient.raises(test_pyclient.shop_client.Unavailable, shop.create_order,
+                                     [a], user_id=uid)
+            check(e.reason == "PRODUCT_SERVICE_UNAVAILABLE" and e.dependency_failed is True,
+                  "CreateOrder over nng: %s (dependency_failed %r)" % (e, e.dependency_failed))
+    finally:
+        for name in ("product-a", "product-b"):
+            stack.shop("start", name)
+    test_faults.ensure_both_running()
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        status = create([a]).status
+        if status == 201:
+            break
+        time.sleep(0.5)
+    check(status == 201, "orders did not recover after the products restarted (last %r)" % status)
+    return "%d fallbacks, gateway:order closed" % answered
+
+
 CASES = [
     test_create_with_repeats_and_total,
     test_append_and_read_back,
@@ -329,4 +425,5 @@ FAULT_CASES = [
     test_redis_stopped_bypass_then_hit,
     test_postgres_stopped_then_back,
     test_products_down_503_then_back,
+    test_products_down_long_outage_keeps_order_breaker_closed,
 ]

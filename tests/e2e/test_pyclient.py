@@ -554,6 +554,27 @@ def test_pyclient_rejects_bad_replies_with_a_clear_error():
     return "%d bad replies" % len(cases)
 
 
+def test_pyclient_surfaces_dependency_failed():
+    """RpcResponse.dependency_failed reaches the RpcError: True when the
+    instance answers for a service behind it, False for its own failure."""
+    def err(dep):
+        def build(rid, body):
+            return frame(rid + rpc_pb2.RpcResponse(
+                code=14, reason="PRODUCT_SERVICE_UNAVAILABLE" if dep else "DATABASE_UNAVAILABLE",
+                message="x", dependency_failed=dep).SerializeToString())
+        return build
+    got = []
+    for dep in (True, False):
+        with FakePeer(answer(err(dep))) as peer:
+            e = raises(shop_client.Unavailable, list_call, peer.url, timeout=3)
+        check(not peer.errors, "fake peer: %r" % peer.errors)
+        check(e.dependency_failed is dep, "dependency_failed %r, sent %r: %s"
+              % (e.dependency_failed, dep, e))
+        got.append(str(e))
+    check("a dependency failed" in got[0] and "a dependency failed" not in got[1],
+          "messages %r" % got)
+
+
 def test_pyclient_keeps_working_on_its_last_view_when_the_registry_goes():
     with client() as real:
         found, rev = real.lookup("product")
@@ -744,6 +765,7 @@ CASES = [
     test_pyclient_passed_deadline_and_unknown_method_are_typed,
     test_pyclient_times_out_on_a_silent_peer_then_reconnects,
     test_pyclient_rejects_bad_replies_with_a_clear_error,
+    test_pyclient_surfaces_dependency_failed,
     test_pyclient_keeps_working_on_its_last_view_when_the_registry_goes,
     test_pyclient_retries_only_idempotent_calls_on_another_instance,
     test_pyclient_runs_calls_from_several_threads_at_once,

@@ -1,10 +1,11 @@
 /* test_upstream.c -- lib/upstream.c over real sockets: a real registry
  * (SHOP_REGISTRY_BIN) surveys two in-process RPC servers; the upstream
- * balances 70 : 30, opens breakers on failures but not on business answers,
- * trips on a closed pipe, retries idempotent calls elsewhere (also when the
- * first try passes its per-try timeout on an instance that never answers),
- * sends a non-idempotent call once, and fails at once when no instance
- * admits a call. */
+ * balances 70 : 30, opens breakers on failures but not on business
+ * answers, shed calls or replies that blame a dependency, trips on a
+ * closed pipe, retries idempotent calls elsewhere (also when the first try
+ * passes its per-try timeout on an instance that never answers), sends a
+ * non-idempotent call once, and fails at once when no instance admits a
+ * call. */
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +24,7 @@
 
 #include "../cunit_main.h"
 #include "clock.h"
+#include "metrics.h"
 #include "product.pb-c.h"
 #include "registry_client.h"
 #include "rpc.pb-c.h"
@@ -36,7 +38,8 @@ typedef struct inst {
 	const char *name;
 	uint32_t weight;
 	char url[64];
-	volatile int code; /* what the handler answers: 0, 5 or 14 */
+	volatile int code;       /* what the handler answers: 0, 5, 8 or 14 */
+	volatile int dependency; /* the error is marked dependency_failed */
 	shop_rpc_server *server;
 	shop_advertiser *adv;
 } inst;
@@ -55,6 +58,11 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 
 	(void)call;
 	(void)req;
+	if (in->code != 0 && in->dependency) {
+		shop_rpc_reply_dependency_error(reply, in->code, "PRODUCT_SERVICE_UNAVAILABLE",
+						"a dependency failed");
+		return;
+	}
 	if (in->code != 0) {
 		shop_rpc_reply_error(reply, in->code, in->code == 5 ? "PRODUCT_NOT_FOUND" : "X",
 				     "switched");
@@ -350,6 +358,57 @@ static void test_upstream_business_answers_keep_breaker_closed(void)
 	CU_ASSERT_EQUAL(breaker_of("b"), SHOP_BREAKER_CLOSED);
 }
 
+/* shop_rpc_client_calls_total{service="product",instance,outcome}. */
+static double calls_of(const char *instance, const char *outcome)
+{
+	shop_metric_family *f = shop_metrics_counter(
+	    shop_metrics_default(), "shop_rpc_client_calls_total", "", "service,instance,outcome");
+
+	return shop_metric_value(SHOP_METRIC(f, "product", instance, outcome));
+}
+
+/* b answers UNAVAILABLE marked dependency_failed (as the order service's
+ * PRODUCT_SERVICE_UNAVAILABLE fallback does): b works, its breaker stays
+ * closed, and the calls count as outcome "dependency", not "failure". */
+static void test_upstream_dependency_failed_keeps_breaker_closed(void)
+{
+	double fail0 = calls_of("b", "failure"), dep0 = calls_of("b", "dependency");
+	char who[64];
+	int code, from_b = 0;
+
+	B.code = 14;
+	B.dependency = 1;
+	for (int i = 0; i < 200; i++) {
+		CU_ASSERT_EQUAL(call(who, sizeof(who), &code), 0);
+		if (strcmp(who, "b") == 0) {
+			CU_ASSERT_EQUAL(code, 14);
+			from_b++;
+		}
+	}
+	B.code = 0;
+	B.dependency = 0;
+	CU_ASSERT(from_b > 30); /* b kept being called: 30 % of 200 */
+	CU_ASSERT_EQUAL(breaker_of("b"), SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(calls_of("b", "dependency") - dep0, from_b);
+	CU_ASSERT_EQUAL(calls_of("b", "failure") - fail0, 0);
+}
+
+/* A shed call (RESOURCE_EXHAUSTED) is no failure either. */
+static void test_upstream_shed_calls_keep_breaker_closed(void)
+{
+	char who[64];
+	int code;
+
+	A.code = B.code = 8;
+	for (int i = 0; i < 60; i++) {
+		CU_ASSERT_EQUAL(call(who, sizeof(who), &code), 0);
+		CU_ASSERT_EQUAL(code, 8);
+	}
+	A.code = B.code = 0;
+	CU_ASSERT_EQUAL(breaker_of("a"), SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(breaker_of("b"), SHOP_BREAKER_CLOSED);
+}
+
 static void test_upstream_unavailable_opens_breaker(void)
 {
 	char who[64];
@@ -577,6 +636,9 @@ int main(void)
 	    {"balances 70:30", test_upstream_balances_70_30},
 	    {"business answers keep the breaker closed",
 	     test_upstream_business_answers_keep_breaker_closed},
+	    {"a dependency's failure keeps the breaker closed",
+	     test_upstream_dependency_failed_keeps_breaker_closed},
+	    {"shed calls keep the breaker closed", test_upstream_shed_calls_keep_breaker_closed},
 	    {"UNAVAILABLE opens the breaker, trials close it",
 	     test_upstream_unavailable_opens_breaker},
 	    {"a closed pipe trips, idempotent calls retry elsewhere",

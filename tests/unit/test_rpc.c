@@ -165,6 +165,50 @@ static void test_rpc_reply_packs_error_with_metadata(void)
 	shop_rpc_reply_fini(&r);
 }
 
+/* The packed dependency_failed of r, or -1 when it does not unpack. */
+static int packed_dependency_failed(const shop_rpc_reply *r)
+{
+	Shop__V1__RpcResponse *resp;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int v = -1;
+
+	if (shop_rpc_reply_pack(r, &buf, &len) != 0)
+		return -1;
+	if ((resp = shop__v1__rpc_response__unpack(NULL, len, buf)) != NULL) {
+		v = resp->dependency_failed ? 1 : 0;
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	}
+	free(buf);
+	return v;
+}
+
+static void test_rpc_reply_dependency_error_is_marked(void)
+{
+	Shop__V1__Product p = SHOP__V1__PRODUCT__INIT;
+	shop_rpc_reply r;
+
+	shop_rpc_reply_init(&r);
+	shop_rpc_reply_dependency_error(&r, SHOP_RPC_UNAVAILABLE, "PRODUCT_SERVICE_UNAVAILABLE",
+					"Product service is unavailable. Please try again later.");
+	CU_ASSERT_EQUAL(r.code, SHOP_RPC_UNAVAILABLE);
+	CU_ASSERT_STRING_EQUAL(r.reason, "PRODUCT_SERVICE_UNAVAILABLE");
+	CU_ASSERT_EQUAL(packed_dependency_failed(&r), 1);
+	/* An error of the service's own, after it, is not the dependency's. */
+	shop_rpc_reply_error(&r, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE", "down");
+	CU_ASSERT_EQUAL(packed_dependency_failed(&r), 0);
+	/* Nor is a success. */
+	shop_rpc_reply_dependency_error(&r, SHOP_RPC_UNAVAILABLE, "X", "x");
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_reply_ok(&r, &p.base), 0);
+	CU_ASSERT_EQUAL(packed_dependency_failed(&r), 0);
+	shop_rpc_reply_fini(&r);
+	/* A plain error is the service's own. */
+	shop_rpc_reply_init(&r);
+	shop_rpc_reply_error(&r, SHOP_RPC_INTERNAL, "INTERNAL", "x");
+	CU_ASSERT_EQUAL(packed_dependency_failed(&r), 0);
+	shop_rpc_reply_fini(&r);
+}
+
 static void test_rpc_reply_ok_carries_payload(void)
 {
 	Shop__V1__Product p = SHOP__V1__PRODUCT__INIT;
@@ -350,6 +394,7 @@ static void test_rpc_handle_bad_traceparent_is_dropped(void)
 SHOP_TEST_MAIN(
     "rpc", {"code names", test_rpc_code_names},
     {"reply packs an error with metadata", test_rpc_reply_packs_error_with_metadata},
+    {"a dependency's error is marked", test_rpc_reply_dependency_error_is_marked},
     {"ok reply carries the payload", test_rpc_reply_ok_carries_payload},
     {"metadata stops at the max and truncates", test_rpc_reply_meta_stops_at_max_and_truncates},
     {"junk bytes are INVALID_ARGUMENT", test_rpc_handle_junk_is_invalid_argument},

@@ -1,6 +1,7 @@
 /* test_upstream_metrics.c -- tests of lib/upstream.c's breaker metrics: the
- * Prometheus text they render, whatever a breaker is named. Includes the
- * .c to plant a breaker without a registry or a call. */
+ * Prometheus text they render, whatever a breaker is named, and the
+ * outcome of a call (breaker and outcome label). Includes the .c to plant
+ * a breaker without a registry or a call. */
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,39 @@ static void test_breaker_metrics_plain_name_unchanged(void)
 	shop_upstream_destroy(u);
 }
 
+/* outcome_ok and the outcome label: a reply is judged by what it says
+ * about the instance. */
+static void test_outcome_judges_the_instance(void)
+{
+	Shop__V1__RpcResponse r = SHOP__V1__RPC_RESPONSE__INIT;
+	static const struct {
+		int rv, code, dependency;
+		bool ok;
+		const char *name;
+	} cases[] = {
+	    {0, SHOP_RPC_OK, 0, true, "ok"},
+	    {0, SHOP_RPC_NOT_FOUND, 0, true, "error"},
+	    {0, SHOP_RPC_RESOURCE_EXHAUSTED, 0, true, "error"},
+	    {0, SHOP_RPC_UNAVAILABLE, 0, false, "failure"}, /* its own, e.g. its database */
+	    {0, SHOP_RPC_INTERNAL, 0, false, "failure"},
+	    {0, SHOP_RPC_DEADLINE_EXCEEDED, 0, false, "failure"},
+	    {0, SHOP_RPC_UNAVAILABLE, 1, true, "dependency"}, /* a dependency's */
+	    {0, SHOP_RPC_DEADLINE_EXCEEDED, 1, true, "dependency"},
+	    {0, SHOP_RPC_OK, 1, true, "ok"},
+	    {NNG_ETIMEDOUT, 0, 0, false, "failure"}, /* no reply at all */
+	    {NNG_ECONNRESET, 0, 0, false, "failure"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r.code = cases[i].code;
+		r.dependency_failed = cases[i].dependency;
+		CU_ASSERT_EQUAL(outcome_ok(cases[i].rv, cases[i].rv == 0 ? &r : NULL), cases[i].ok);
+		CU_ASSERT_STRING_EQUAL(outcome_name(cases[i].rv, cases[i].rv == 0 ? &r : NULL),
+				       cases[i].name);
+	}
+}
+
 SHOP_TEST_MAIN("upstream_metrics",
 	       {"breaker metrics escape the name", test_breaker_metrics_escape_the_name},
-	       {"plain breaker name unchanged", test_breaker_metrics_plain_name_unchanged})
+	       {"plain breaker name unchanged", test_breaker_metrics_plain_name_unchanged},
+	       {"outcome judges the instance", test_outcome_judges_the_instance})

@@ -84,7 +84,8 @@ def main(argv=None):
             out = _run(shop, a)
     except RpcError as e:
         json.dump({"code": e.code, "code_name": e.code_name, "reason": e.reason,
-                   "message": e.message, "metadata": e.metadata}, sys.stderr, ensure_ascii=False)
+                   "message": e.message, "metadata": e.metadata,
+                   "dependency_failed": e.dependency_failed}, sys.stderr, ensure_ascii=False)
         sys.stderr.write("\n")
         return 1
     except ShopError as e:

@@ -16,8 +16,11 @@
 
 An RpcError carries the contract's fields: code (gRPC number), reason (stable
 UPPER_SNAKE string such as "PRODUCT_NOT_FOUND"), message (English, for
-people) and metadata (dict, e.g. {"product_id": "123"}). Program against
-the class and reason, never against message.
+people), metadata (dict, e.g. {"product_id": "123"}) and dependency_failed
+(True when the instance that answered works and reports that a service it
+depends on failed, e.g. the order service's PRODUCT_SERVICE_UNAVAILABLE
+fallback: not that instance's failure). Program against the class and
+reason, never against message.
 """
 
 
@@ -73,16 +76,20 @@ class RpcError(ShopError):
 
     code = None  # set on subclasses; an unknown code keeps the number it came with
 
-    def __init__(self, code, reason="", message="", metadata=None, method="", instance=""):
+    def __init__(self, code, reason="", message="", metadata=None, method="", instance="",
+                 dependency_failed=False):
         self.code = code
         self.reason = reason
         self.message = message
         self.metadata = dict(metadata or {})
         self.method = method
         self.instance = instance
+        self.dependency_failed = bool(dependency_failed)
         text = "%s %s" % (code_name(code), reason or "-")
         if message:
             text += ": " + message
+        if self.dependency_failed:
+            text += " [a dependency failed]"
         if method:
             text += " (%s%s)" % (method, " on " + instance if instance else "")
         super().__init__(text)
@@ -160,7 +167,8 @@ def code_name(code):
     return _NAMES.get(code, "CODE_%d" % code)
 
 
-def rpc_error(code, reason="", message="", metadata=None, method="", instance=""):
+def rpc_error(code, reason="", message="", metadata=None, method="", instance="",
+              dependency_failed=False):
     """The RpcError subclass for code (RpcError itself for a code without one)."""
     cls = _BY_CODE.get(code, RpcError)
-    return cls(code, reason, message, metadata, method, instance)
+    return cls(code, reason, message, metadata, method, instance, dependency_failed)

@@ -64,7 +64,8 @@ def decode_reply(data, response_type, method="", url=""):
                             % (len(data), e), url) from None
     metadata = dict(resp.metadata)
     if resp.code != 0:
-        raise rpc_error(resp.code, resp.reason, resp.message, metadata, method, url)
+        raise rpc_error(resp.code, resp.reason, resp.message, metadata, method, url,
+                        resp.dependency_failed)
     try:
         msg = response_type.FromString(resp.payload)
     except (DecodeError, ValueError) as e:

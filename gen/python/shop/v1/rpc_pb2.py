@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11shop/v1/rpc.proto\x12\x07shop.v1\"t\n\nRpcRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x04 \x01(\x03\x12\x16\n\x0e\x63\x61ller_user_id\x18\x05 \x01(\x03\"\xb4\x01\n\x0bRpcResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x34\n\x08metadata\x18\x05 \x03(\x0b\x32\".shop.v1.RpcResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11shop/v1/rpc.proto\x12\x07shop.v1\"t\n\nRpcRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x04 \x01(\x03\x12\x16\n\x0e\x63\x61ller_user_id\x18\x05 \x01(\x03\"\xcf\x01\n\x0bRpcResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x34\n\x08metadata\x18\x05 \x03(\x0b\x32\".shop.v1.RpcResponse.MetadataEntry\x12\x19\n\x11\x64\x65pendency_failed\x18\x06 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.rpc_pb2', globals())
@@ -25,7 +25,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _RPCREQUEST._serialized_start=30
   _RPCREQUEST._serialized_end=146
   _RPCRESPONSE._serialized_start=149
-  _RPCRESPONSE._serialized_end=329
-  _RPCRESPONSE_METADATAENTRY._serialized_start=282
-  _RPCRESPONSE_METADATAENTRY._serialized_end=329
+  _RPCRESPONSE._serialized_end=356
+  _RPCRESPONSE_METADATAENTRY._serialized_start=309
+  _RPCRESPONSE_METADATAENTRY._serialized_end=356
 # @@protoc_insertion_point(module_scope)
