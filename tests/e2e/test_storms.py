@@ -217,9 +217,17 @@ def _hang(names, secs):
 
 
 def _product_id():
-    r = stack.api("POST", "/products", {"name": "Storm lamp", "supply_price": 1200})
-    check(r.status == 201, "POST /products -> %r" % r)
-    return r.json()["id"]
+    """A new product; an earlier fault case may have left the product
+    breakers open for a few seconds, so it is retried for up to 15 s."""
+    made = []
+
+    def post():
+        r = stack.api("POST", "/products", {"name": "Storm lamp", "supply_price": 1200})
+        made.append(r)
+        return r.status == 201
+
+    check(wait_for(post, 15, 0.25) is not None, "POST /products -> %r" % made[-1:])
+    return made[-1].json()["id"]
 
 
 def test_storm_150_orders_with_both_product_instances_hung():
