@@ -2,7 +2,9 @@
  * (SHOP_REGISTRY_BIN) surveys two in-process RPC servers; the upstream
  * balances 70 : 30, opens breakers on failures but not on business answers,
  * trips on a closed pipe, retries idempotent calls elsewhere, and fails at
- * once when no instance admits a call. */
+ * once when no instance admits a call; an open breaker tries an instance
+ * at once when it is back (a new connection, a new advert), and a departed
+ * instance's entry is retired. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -97,6 +99,7 @@ static int inst_start(inst *in)
 	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
 	self.weight = in->weight;
 	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
 	if (shop_rpc_server_create(&in->server, &cfg) != 0)
 		return -1;
 	return shop_advertiser_create(&in->adv, survey_url, &self);
@@ -110,14 +113,14 @@ static void inst_stop(inst *in)
 	in->server = NULL;
 }
 
-/* One idempotent call; returns the answering instance's name in who. */
-static int call(char *who, size_t cap, int *code)
+/* One idempotent call through u; returns the answering instance's name in who. */
+static int call_on(shop_upstream *u, char *who, size_t cap, int *code)
 {
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
 	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 1000, .idempotent = true};
 	Shop__V1__RpcResponse *resp = NULL;
 	char instance[64];
-	int rv = shop_upstream_call_sync(up, "product", METHOD, &req.base, &o, &resp, instance,
+	int rv = shop_upstream_call_sync(u, "product", METHOD, &req.base, &o, &resp, instance,
 					 sizeof(instance));
 
 	snprintf(who, cap, "%s", rv == 0 ? instance : "");
@@ -128,9 +131,15 @@ static int call(char *who, size_t cap, int *code)
 	return rv;
 }
 
+static int call(char *who, size_t cap, int *code)
+{
+	return call_on(up, who, cap, code);
+}
+
 struct find_breaker {
 	const char *name;
 	shop_breaker_state st;
+	int found;
 };
 
 static void find_cb(void *arg, shop_breaker *b, const char *instance)
@@ -141,16 +150,25 @@ static void find_cb(void *arg, shop_breaker *b, const char *instance)
 	if (strcmp(instance, f->name) == 0) {
 		shop_breaker_stats_get(b, shop_now_mono_us(), &s);
 		f->st = s.state;
+		f->found++;
 	}
+}
+
+/* The state of u's breaker for instance name; *found: how many u lists. */
+static shop_breaker_state breaker_on(shop_upstream *u, const char *name, int *found)
+{
+	struct find_breaker f = {name, SHOP_BREAKER_CLOSED, 0};
+
+	shop_upstream_foreach_breaker(u, find_cb, &f);
+	if (found != NULL)
+		*found = f.found;
+	return f.st;
 }
 
 /* The state of the upstream's breaker for instance name. */
 static shop_breaker_state breaker_of(const char *name)
 {
-	struct find_breaker f = {name, SHOP_BREAKER_CLOSED};
-
-	shop_upstream_foreach_breaker(up, find_cb, &f);
-	return f.st;
+	return breaker_on(up, name, NULL);
 }
 
 /* Waits until the view lists n healthy product instances. */
@@ -269,6 +287,119 @@ static void test_upstream_instance_returns(void)
 	CU_ASSERT(to_b > 40);
 }
 
+/* A second upstream whose breakers wait 60 s when open: anything that
+ * reaches an opened instance within the test did not wait the period out. */
+static shop_upstream *slow_upstream(void)
+{
+	shop_upstream *u = NULL;
+	shop_breaker_config bc;
+
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "slow") == 0);
+	shop_breaker_config_default(&bc);
+	bc.open_wait_us = 60 * 1000 * 1000;
+	shop_upstream_set_breaker_config(u, &bc);
+	return u;
+}
+
+/* Calls through u until b answers or limit_ms pass; returns the ms it took,
+ * -1 when b never answered. */
+static int64_t until_b_answers(shop_upstream *u, int limit_ms)
+{
+	int64_t t0 = shop_now_mono_us();
+	char who[64];
+	int code;
+
+	while (shop_now_mono_us() - t0 < (int64_t)limit_ms * 1000) {
+		if (call_on(u, who, sizeof(who), &code) == 0 && code == 0 && strcmp(who, "b") == 0)
+			return (shop_now_mono_us() - t0) / 1000;
+		sleep_ms(5);
+	}
+	return -1;
+}
+
+static void test_upstream_reconnected_instance_tried_at_once(void)
+{
+	shop_upstream *u = slow_upstream();
+	shop_rpc_server_config cfg = {
+	    .url = B.url, .workers = 4, .methods = methods, .n_methods = 1, .app = &B};
+	int64_t took;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0); /* connected to b */
+	/* b's server goes, its advert stays: only the pipe tells. */
+	shop_rpc_server_destroy(B.server, 0);
+	B.server = NULL;
+	for (int i = 0; i < 200 && breaker_on(u, "b", NULL) != SHOP_BREAKER_OPEN; i++)
+		sleep_ms(5);
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "b", NULL), SHOP_BREAKER_OPEN);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&B.server, &cfg), 0);
+	/* The redial (≤ 500 ms back-off) makes a pipe: half-open, trials. */
+	took = until_b_answers(u, 3000);
+	printf("\n    b answered %lld ms after its server came back\n", (long long)took);
+	CU_ASSERT(took >= 0 && took < 1500);
+	shop_upstream_destroy(u);
+}
+
+static void test_upstream_restarted_advert_tried_at_once(void)
+{
+	shop_upstream *u = slow_upstream();
+	char who[64];
+	int code;
+	int64_t took;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	/* b fails (its connection stays up): the failure rate opens it. */
+	B.code = 14;
+	for (int i = 0; i < 400 && breaker_on(u, "b", NULL) != SHOP_BREAKER_OPEN; i++)
+		call_on(u, who, sizeof(who), &code);
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "b", NULL), SHOP_BREAKER_OPEN);
+	B.code = 0;
+	/* A new advert (a new started_unix_ms), the same connection. */
+	sleep_ms(5);
+	shop_advertiser_destroy(B.adv);
+	{
+		shop_instance self;
+
+		memset(&self, 0, sizeof(self));
+		snprintf(self.service, sizeof(self.service), "product");
+		snprintf(self.instance, sizeof(self.instance), "b");
+		snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", B.url);
+		snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+		self.weight = B.weight;
+		self.healthy = true;
+		self.started_unix_ms = shop_now_unix_ms();
+		CU_ASSERT_FATAL(shop_advertiser_create(&B.adv, survey_url, &self) == 0);
+	}
+	took = until_b_answers(u, 3000);
+	printf("\n    b answered %lld ms after its new advert was made\n", (long long)took);
+	CU_ASSERT(took >= 0 && took < 1500);
+	shop_upstream_destroy(u);
+}
+
+static void test_upstream_departed_instance_retired(void)
+{
+	shop_upstream *u = slow_upstream();
+	int found = 0;
+	int64_t t0;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	inst_stop(&B); /* deregisters: gone from the view at once */
+	t0 = shop_now_mono_us();
+	do {
+		sleep_ms(20);
+		breaker_on(u, "b", &found);
+	} while (found > 0 && shop_now_mono_us() - t0 < 5000 * 1000);
+	printf("\n    b's entry retired %lld ms after it stopped\n",
+	       (long long)(shop_now_mono_us() - t0) / 1000);
+	CU_ASSERT_EQUAL(found, 0);
+	CU_ASSERT(shop_now_mono_us() - t0 < 2500 * 1000);
+	/* It comes back as a new entry, closed, and serves. */
+	CU_ASSERT_EQUAL_FATAL(inst_start(&B), 0);
+	CU_ASSERT(until_b_answers(u, 3000) >= 0);
+	CU_ASSERT_EQUAL(breaker_on(u, "b", &found), SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(found, 1);
+	shop_upstream_destroy(u);
+}
+
 static int setup(void)
 {
 	const char *bin = getenv("SHOP_REGISTRY_BIN");
@@ -316,6 +447,10 @@ int main(void)
 		 test_upstream_closed_pipe_trips_and_retries},
 		{"none admitted: fails at once", test_upstream_none_admitted_fails_at_once},
 		{"instances return", test_upstream_instance_returns},
+		{"a reconnected instance is tried at once",
+		 test_upstream_reconnected_instance_tried_at_once},
+		{"a restarted advert is tried at once", test_upstream_restarted_advert_tried_at_once},
+		{"a departed instance is retired", test_upstream_departed_instance_retired},
 	};
 	int status = 1;
 
