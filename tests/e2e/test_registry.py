@@ -131,8 +131,10 @@ def test_registry_graceful_stop_leaves_no_breaker():
     order service) retire their breaker and connection for it: their
     /metrics list nothing of it 2 s later, nor does the dashboard a round
     after. Started again, it serves 70 : 30 with product-a."""
+    import test_faults
     import test_orders
 
+    test_faults.ensure_both_running()
     pid = test_orders.products()[0][0]
     gets_all_ok(40)
     for _ in range(3):
