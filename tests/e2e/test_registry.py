@@ -89,7 +89,8 @@ def test_start_product_b_rejoins_within_a_survey():
     total = started + took
     check(total <= REJOIN_LIMIT_S, "product-b back after %.0f ms (start %.0f ms + %.0f ms; limit %.0f ms)"
           % (total * 1000, started * 1000, took * 1000, REJOIN_LIMIT_S * 1000))
-    # The gateway sends it traffic again once its breaker admits calls (half-open after 5 s).
+    # The gateway sends it traffic again once its breaker admits calls: at
+    # once, as a new connection or a new advert half-opens an open one.
     deadline = time.monotonic() + 15
     served = {}
     while time.monotonic() < deadline and "product-b" not in served:
