@@ -6,6 +6,7 @@
  * at once when it is back (a new connection, a new advert), and a departed
  * instance's entry is retired. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,7 +33,8 @@ typedef struct inst {
 	const char *name;
 	uint32_t weight;
 	char url[64];
-	volatile int code; /* what the handler answers: 0, 5 or 14 */
+	volatile int code;     /* what the handler answers: 0, 5 or 14 */
+	volatile int delay_ms; /* how long the handler takes */
 	shop_rpc_server *server;
 	shop_advertiser *adv;
 } inst;
@@ -51,6 +53,9 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 
 	(void)call;
 	(void)req;
+	if (in->delay_ms > 0)
+		nanosleep(&(struct timespec){in->delay_ms / 1000, (in->delay_ms % 1000) * 1000000L},
+			  NULL);
 	if (in->code != 0) {
 		shop_rpc_reply_error(reply, in->code, in->code == 5 ? "PRODUCT_NOT_FOUND" : "X",
 				     "switched");
@@ -113,11 +118,12 @@ static void inst_stop(inst *in)
 	in->server = NULL;
 }
 
-/* One idempotent call through u; returns the answering instance's name in who. */
-static int call_on(shop_upstream *u, char *who, size_t cap, int *code)
+/* One idempotent call through u with a deadline of ms; returns the
+ * answering instance's name in who. */
+static int call_within(shop_upstream *u, int ms, char *who, size_t cap, int *code)
 {
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
-	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 1000, .idempotent = true};
+	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + ms, .idempotent = true};
 	Shop__V1__RpcResponse *resp = NULL;
 	char instance[64];
 	int rv = shop_upstream_call_sync(u, "product", METHOD, &req.base, &o, &resp, instance,
@@ -129,6 +135,11 @@ static int call_on(shop_upstream *u, char *who, size_t cap, int *code)
 		shop__v1__rpc_response__free_unpacked(resp, NULL);
 	}
 	return rv;
+}
+
+static int call_on(shop_upstream *u, char *who, size_t cap, int *code)
+{
+	return call_within(u, 1000, who, cap, code);
 }
 
 static int call(char *who, size_t cap, int *code)
@@ -287,6 +298,22 @@ static void test_upstream_instance_returns(void)
 	CU_ASSERT(to_b > 40);
 }
 
+/* advertises in as the test's instances do, with a new started_unix_ms */
+static int advertise(inst *in)
+{
+	shop_instance self;
+
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "product");
+	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = in->weight;
+	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
+	return shop_advertiser_create(&in->adv, survey_url, &self);
+}
+
 /* A second upstream whose breakers wait 60 s when open: anything that
  * reaches an opened instance within the test did not wait the period out. */
 static shop_upstream *slow_upstream(void)
@@ -356,19 +383,7 @@ static void test_upstream_restarted_advert_tried_at_once(void)
 	/* A new advert (a new started_unix_ms), the same connection. */
 	sleep_ms(5);
 	shop_advertiser_destroy(B.adv);
-	{
-		shop_instance self;
-
-		memset(&self, 0, sizeof(self));
-		snprintf(self.service, sizeof(self.service), "product");
-		snprintf(self.instance, sizeof(self.instance), "b");
-		snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", B.url);
-		snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-		self.weight = B.weight;
-		self.healthy = true;
-		self.started_unix_ms = shop_now_unix_ms();
-		CU_ASSERT_FATAL(shop_advertiser_create(&B.adv, survey_url, &self) == 0);
-	}
+	CU_ASSERT_FATAL(advertise(&B) == 0);
 	took = until_b_answers(u, 3000);
 	printf("\n    b answered %lld ms after its new advert was made\n", (long long)took);
 	CU_ASSERT(took >= 0 && took < 1500);
@@ -397,6 +412,61 @@ static void test_upstream_departed_instance_retired(void)
 	CU_ASSERT(until_b_answers(u, 3000) >= 0);
 	CU_ASSERT_EQUAL(breaker_on(u, "b", &found), SHOP_BREAKER_CLOSED);
 	CU_ASSERT_EQUAL(found, 1);
+	shop_upstream_destroy(u);
+}
+
+struct slow_call {
+	shop_upstream *u;
+	int rv, code;
+	char who[64];
+};
+
+static void *slow_call_main(void *arg)
+{
+	struct slow_call *c = arg;
+
+	c->rv = call_within(c->u, 5000, c->who, sizeof(c->who), &c->code);
+	return NULL;
+}
+
+static void test_upstream_call_in_flight_outlives_retirement(void)
+{
+	shop_upstream *u = slow_upstream();
+	struct slow_call c = {.u = NULL};
+	char who[64];
+	int code, found = 1;
+	pthread_t th;
+	int64_t t0;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	/* a's breaker opens (60 s): every call goes to b. */
+	A.code = 14;
+	for (int i = 0; i < 400 && breaker_on(u, "a", NULL) != SHOP_BREAKER_OPEN; i++)
+		call_on(u, who, sizeof(who), &code);
+	A.code = 0;
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "a", NULL), SHOP_BREAKER_OPEN);
+	/* A call to b that takes 2.5 s; b leaves the view meanwhile (its
+	 * server stays) and is retired while the call is in flight. */
+	B.delay_ms = 2500;
+	c.u = u;
+	CU_ASSERT_FATAL(pthread_create(&th, NULL, slow_call_main, &c) == 0);
+	sleep_ms(100);
+	shop_advertiser_destroy(B.adv);
+	B.adv = NULL;
+	t0 = shop_now_mono_us();
+	while (found > 0 && shop_now_mono_us() - t0 < 2000 * 1000) {
+		sleep_ms(20);
+		breaker_on(u, "b", &found);
+	}
+	CU_ASSERT_EQUAL(found, 0); /* retired, not listed, the call still running */
+	pthread_join(th, NULL);
+	B.delay_ms = 0;
+	CU_ASSERT_EQUAL(c.rv, 0); /* it ended normally on the retired entry */
+	CU_ASSERT_EQUAL(c.code, 0);
+	CU_ASSERT_STRING_EQUAL(c.who, "b");
+	sleep_ms(400); /* the housekeeper frees the entry (ASan: no use after) */
+	CU_ASSERT_EQUAL_FATAL(advertise(&B), 0);
+	CU_ASSERT(until_b_answers(u, 3000) >= 0);
 	shop_upstream_destroy(u);
 }
 
@@ -451,6 +521,8 @@ int main(void)
 		 test_upstream_reconnected_instance_tried_at_once},
 		{"a restarted advert is tried at once", test_upstream_restarted_advert_tried_at_once},
 		{"a departed instance is retired", test_upstream_departed_instance_retired},
+		{"a call in flight outlives its instance's retirement",
+		 test_upstream_call_in_flight_outlives_retirement},
 	};
 	int status = 1;
 
