@@ -92,14 +92,18 @@ static void to_open(shop_breaker *b, int64_t now_us)
 	ring_reset(b);
 }
 
+static void to_half_open(shop_breaker *b, int64_t now_us)
+{
+	b->state = SHOP_BREAKER_HALF_OPEN;
+	b->trials_out = b->trials_ok = 0;
+	b->half_open_at_us = now_us;
+}
+
 /* Open → half-open once the wait is over. Called under the lock. */
 static void tick(shop_breaker *b, int64_t now_us)
 {
-	if (b->state == SHOP_BREAKER_OPEN && now_us - b->opened_at_us >= b->cfg.open_wait_us) {
-		b->state = SHOP_BREAKER_HALF_OPEN;
-		b->trials_out = b->trials_ok = 0;
-		b->half_open_at_us = now_us;
-	}
+	if (b->state == SHOP_BREAKER_OPEN && now_us - b->opened_at_us >= b->cfg.open_wait_us)
+		to_half_open(b, now_us);
 	/* Trials that never report (a caller that lost its answer) must not
 	 * hold the breaker half-open for ever: after another open wait with
 	 * every trial out, it opens again and later hands out fresh ones (as
@@ -185,6 +189,18 @@ void shop_breaker_trip(shop_breaker *b, int64_t now_us)
 	if (b->state != SHOP_BREAKER_OPEN)
 		to_open(b, now_us);
 	pthread_mutex_unlock(&b->mtx);
+}
+
+bool shop_breaker_retry_now(shop_breaker *b, int64_t now_us)
+{
+	bool moved;
+
+	pthread_mutex_lock(&b->mtx);
+	tick(b, now_us);
+	if ((moved = b->state == SHOP_BREAKER_OPEN))
+		to_half_open(b, now_us);
+	pthread_mutex_unlock(&b->mtx);
+	return moved;
 }
 
 void shop_breaker_stats_get(shop_breaker *b, int64_t now_us, shop_breaker_stats *out)

@@ -6,7 +6,8 @@
  * make up `failure_rate_pct` % or more, it opens. It also opens at once on
  * shop_breaker_trip (the instance's pipe closed).
  * Open: calls are refused (counted as not permitted) for `open_wait_us`,
- * then it is half-open.
+ * then it is half-open; at once on shop_breaker_retry_now (the instance
+ * came back).
  * Half-open: `half_open_calls` trial calls are admitted; when all succeed
  * it closes (with an empty window), on the first failure it opens again.
  * Failures are what the caller says they are: transport errors, timeouts,
@@ -59,6 +60,13 @@ void shop_breaker_record(shop_breaker *b, bool success, int64_t duration_us, int
 
 /* Opens at once (the instance's connection closed). */
 void shop_breaker_trip(shop_breaker *b, int64_t now_us);
+
+/* The instance came back (a new connection to it, or a new advert: a
+ * restarted process): an open breaker goes half-open at once, with fresh
+ * trial counts and a fresh half-open clock, instead of waiting out its
+ * open period. Closed and half-open breakers are left as they are (a
+ * half-open one already admits trials). Returns true when it moved. */
+bool shop_breaker_retry_now(shop_breaker *b, int64_t now_us);
 
 typedef struct shop_breaker_stats {
 	shop_breaker_state state;

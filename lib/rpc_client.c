@@ -79,6 +79,8 @@ struct shop_rpc_conn {
 	shop_dial_keeper *keeper;
 	void (*down_fn)(void *); /* told when the last pipe closes; under mtx */
 	void *down_arg;
+	void (*up_fn)(void *); /* told when the first pipe is made; under mtx */
+	void *up_arg;
 };
 
 int shop_nng_socket_defaults(nng_socket s)
@@ -177,7 +179,8 @@ void shop_dial_keeper_stop(shop_dial_keeper *k)
 	free(k);
 }
 
-/* Pipe events, on an nng thread. When the last pipe closes the peer is
+/* Pipe events, on an nng thread. The first pipe tells up_fn (a peer that
+ * is back is worth trying at once). When the last pipe closes the peer is
  * gone (killed, crashed, stopped): calls in flight on it can never be
  * answered, so they fail now with NNG_ECONNRESET instead of waiting for
  * their deadline (REQ would otherwise hold them for a pipe that may never
@@ -185,13 +188,16 @@ void shop_dial_keeper_stop(shop_dial_keeper *k)
 static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	shop_rpc_conn *c = arg;
-	void (*down_fn)(void *) = NULL;
-	void *down_arg = NULL;
+	void (*down_fn)(void *) = NULL, (*up_fn)(void *) = NULL;
+	void *down_arg = NULL, *up_arg = NULL;
 
 	(void)p;
 	nng_mtx_lock(c->mtx);
 	if (ev == NNG_PIPE_EV_ADD_POST) {
-		c->pipes++;
+		if (c->pipes++ == 0) {
+			up_fn = c->up_fn;
+			up_arg = c->up_arg;
+		}
 	} else if (ev == NNG_PIPE_EV_REM_POST && c->pipes > 0 && --c->pipes == 0) {
 		for (int i = 0; i < c->n_slots; i++)
 			if (c->slots[i].call != NULL && c->slots[i].state != SLOT_EXPIRED)
@@ -202,6 +208,8 @@ static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	nng_mtx_unlock(c->mtx);
 	if (down_fn != NULL)
 		down_fn(down_arg);
+	if (up_fn != NULL)
+		up_fn(up_arg);
 }
 
 void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg)
@@ -209,6 +217,14 @@ void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg)
 	nng_mtx_lock(c->mtx);
 	c->down_fn = fn;
 	c->down_arg = arg;
+	nng_mtx_unlock(c->mtx);
+}
+
+void shop_rpc_conn_on_up(shop_rpc_conn *c, void (*fn)(void *arg), void *arg)
+{
+	nng_mtx_lock(c->mtx);
+	c->up_fn = fn;
+	c->up_arg = arg;
 	nng_mtx_unlock(c->mtx);
 }
 

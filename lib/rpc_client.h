@@ -74,6 +74,11 @@ bool shop_rpc_conn_is_up(shop_rpc_conn *c);
  * lost (its last pipe closed), after the calls in flight were failed. It
  * must not block or destroy the connection. */
 void shop_rpc_conn_on_down(shop_rpc_conn *c, void (*fn)(void *arg), void *arg);
+/* fn(arg) runs on an nng thread each time a connection to the peer is made
+ * while there was none (the first pipe, or one after all were lost: a
+ * restarted peer). Same rules as on_down. The two may run on different nng
+ * threads, so a down and the next up can be told in either order. */
+void shop_rpc_conn_on_up(shop_rpc_conn *c, void (*fn)(void *arg), void *arg);
 
 /* Sets NNG_OPT_RECVMAXSZ and the other options every shop socket gets. */
 int shop_nng_socket_defaults(nng_socket s);

@@ -1,9 +1,14 @@
 /* upstream.c -- call a service by name: registry view → breakers →
  * weighted pick → the instance's connection, with one retry on another
+ * weighted pick → the instance's connection, with one retry on another
  * instance for idempotent calls that fail at the transport level or whose
- * first try passes its per-try timeout (a part of the deadline). */
+ * first try passes its per-try timeout (a part of the deadline). A
+ * returning instance is tried at once (a new connection or a new advert
+ * half-opens its open breaker); a departed one is retired (socket closed,
+ * breaker freed) by a housekeeping thread. */
 #include "upstream.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,16 +26,30 @@
 #define UPSTREAM_MAX_PICK 64   /* instances of one service considered per call */
 #define UPSTREAM_POOL     32   /* nng contexts per instance connection */
 #define UPSTREAM_QUEUE    4096 /* calls waiting for a context, per instance */
+#define UPSTREAM_MAX_VIEW 512  /* instances of every service the sweep reads */
+#define UPSTREAM_SWEEP_MS 250  /* how often the housekeeper compares with the view */
+/* How long an entry's instance must be gone from the view before the entry
+ * is retired: a registry's hiccup (an instance missing from one answer)
+ * keeps the connection and the breaker's history. */
+#define UPSTREAM_RETIRE_MS 1000
 
-/* One entry per (instance name, rpc_url) ever seen, kept for the
- * upstream's lifetime: an instance that leaves and comes back reuses its
- * socket (nng redials by itself) and its breaker, and a departed one costs
- * one idle socket. */
+/* One entry per (instance name, rpc_url) in the view. An entry whose
+ * instance has left the view for UPSTREAM_RETIRE_MS is retired: taken off
+ * the list (no longer picked, listed in metrics or health) into the
+ * graveyard, and freed there (socket closed, breaker freed) by the
+ * housekeeper once no call, pick or metrics walk holds it (refs 0). An
+ * instance that comes back later gets a new entry: a new socket and a
+ * closed breaker. */
 typedef struct upstream_inst {
 	char instance[64];
 	char rpc_url[128];
 	shop_rpc_conn *conn;
-	shop_breaker *breaker; /* "<caller>:<instance>" */
+	shop_breaker *breaker;   /* "<caller>:<instance>" */
+	int64_t started_unix_ms; /* the last advert's; __atomic (pick) */
+	/* Under u->mtx: */
+	int refs;                /* holders (calls, picks, walks); the list's is not counted */
+	bool retired;            /* in the graveyard, not on the list */
+	int64_t absent_since_us; /* first sweep that missed it in the view; 0 when there */
 	struct upstream_inst *next;
 } upstream_inst;
 
@@ -39,8 +58,13 @@ struct shop_upstream {
 	char caller[32];
 	shop_breaker_config bcfg;
 	int per_try_pct; /* an idempotent call's first try: this % of its deadline */
-	pthread_mutex_t mtx;
-	upstream_inst *insts; /* prepend-only list: readers walk it unlocked */
+	pthread_mutex_t mtx; /* guards the lists, every entry's refs, closing */
+	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on destroy */
+	bool closing;        /* destroy began: nothing is picked any more */
+	bool keeper_started; /* thread runs the housekeeper */
+	pthread_t thread;
+	upstream_inst *insts;     /* live entries */
+	upstream_inst *graveyard; /* retired entries, freed when their refs reach 0 */
 };
 
 /* One call in flight. */
@@ -53,12 +77,14 @@ typedef struct upstream_call {
 	int64_t try_deadline_unix_ms; /* the running try's: ≤ deadline_unix_ms */
 	int64_t slow_us;              /* a try slower than this is slow; 0: none */
 	nng_msg *retry_msg;           /* kept for one retry (idempotent calls), overall deadline */
-	upstream_inst *inst;
+	upstream_inst *inst;          /* held (a reference) while the call has it */
 	int64_t started_us;
 	char trace_id[33]; /* "" when the call carries no trace */
 	bool traced;       /* span is this call's CLIENT span, to be recorded */
 	shop_span span;
 } upstream_call;
+
+static void *upstream_keeper(void *arg);
 
 int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const char *caller)
 {
@@ -71,6 +97,21 @@ int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const ch
 	shop_breaker_config_default(&u->bcfg);
 	u->per_try_pct = SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT;
 	pthread_mutex_init(&u->mtx, NULL);
+	if (shop_cond_init_mono(&u->cv) != 0) {
+		pthread_mutex_destroy(&u->mtx);
+		free(u);
+		return NNG_ENOMEM;
+	}
+	/* Without a view (unit tests) nothing ever departs. */
+	if (view != NULL) {
+		if (pthread_create(&u->thread, NULL, upstream_keeper, u) != 0) {
+			pthread_cond_destroy(&u->cv);
+			pthread_mutex_destroy(&u->mtx);
+			free(u);
+			return NNG_ENOMEM;
+		}
+		u->keeper_started = true;
+	}
 	*out = u;
 	return 0;
 }
@@ -85,20 +126,56 @@ void shop_upstream_set_per_try_pct(shop_upstream *u, int pct)
 	u->per_try_pct = pct < 1 ? 1 : pct > 100 ? 100 : pct;
 }
 
+/* Closes the entry's socket (no call holds it, or destroy fails those
+ * left and waits for them), then frees it; never on an nng thread. After
+ * shop_rpc_conn_destroy no pipe callback of the entry's runs. */
+static void inst_free(upstream_inst *in)
+{
+	shop_rpc_conn_destroy(in->conn);
+	shop_breaker_destroy(in->breaker);
+	free(in);
+}
+
 void shop_upstream_destroy(shop_upstream *u)
 {
-	upstream_inst *in, *next;
+	upstream_inst *in, *next, *lists[2];
 
 	if (u == NULL)
 		return;
-	for (in = u->insts; in != NULL; in = next) {
-		next = in->next;
-		shop_rpc_conn_destroy(in->conn);
-		shop_breaker_destroy(in->breaker);
-		free(in);
-	}
+	pthread_mutex_lock(&u->mtx);
+	u->closing = true;
+	pthread_cond_signal(&u->cv);
+	pthread_mutex_unlock(&u->mtx);
+	if (u->keeper_started)
+		pthread_join(u->thread, NULL);
+	/* No entry is added or retired from here on. Each socket's close fails
+	 * its calls (their callbacks run now, and with closing set they retry
+	 * nowhere); only then are the entries freed, since a callback may
+	 * still drop a reference to another entry. */
+	lists[0] = u->insts;
+	lists[1] = u->graveyard;
+	for (int l = 0; l < 2; l++)
+		for (in = lists[l]; in != NULL; in = in->next) {
+			shop_rpc_conn_destroy(in->conn);
+			in->conn = NULL;
+		}
+	for (int l = 0; l < 2; l++)
+		for (in = lists[l]; in != NULL; in = next) {
+			next = in->next;
+			inst_free(in);
+		}
+	pthread_cond_destroy(&u->cv);
 	pthread_mutex_destroy(&u->mtx);
 	free(u);
+}
+
+/* Drops a reference taken by inst_get or insts_hold; the housekeeper frees
+ * a retired entry once the last is gone. Any thread; never blocks long. */
+static void inst_put(shop_upstream *u, upstream_inst *in)
+{
+	pthread_mutex_lock(&u->mtx);
+	in->refs--;
+	pthread_mutex_unlock(&u->mtx);
 }
 
 /* The instance's connection closed: its breaker opens at once. */
@@ -109,8 +186,36 @@ static void inst_down(void *arg)
 	shop_breaker_trip(in->breaker, shop_now_mono_us());
 }
 
-/* Returns the entry for (instance, url), made on first use; NULL when out
- * of memory or nng refuses the socket. Borrowed: lives as long as u. */
+/* A connection to the instance is up again (a restarted process, or the
+ * network back): an open breaker tries it at once (§5). */
+static void inst_up(void *arg)
+{
+	upstream_inst *in = arg;
+
+	if (shop_breaker_retry_now(in->breaker, shop_now_mono_us()))
+		SHOP_LOG(INFO, "breaker %s: connected to %s again: half-open",
+			 shop_breaker_name(in->breaker), in->rpc_url);
+}
+
+/* The advert of the instance seen by a pick: a new started_unix_ms is a
+ * new process, which an open breaker tries at once (§5). One thread wins
+ * the exchange, so one logs. */
+static void inst_advert(upstream_inst *in, const shop_instance *si, int64_t now_us)
+{
+	int64_t seen = __atomic_load_n(&in->started_unix_ms, __ATOMIC_RELAXED);
+
+	if (si->started_unix_ms == seen ||
+	    !__atomic_compare_exchange_n(&in->started_unix_ms, &seen, si->started_unix_ms, false,
+					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return;
+	if (seen != 0 && shop_breaker_retry_now(in->breaker, now_us))
+		SHOP_LOG(INFO, "breaker %s: %s restarted (new advert): half-open",
+			 shop_breaker_name(in->breaker), in->instance);
+}
+
+/* Returns the live entry for (instance, url), made on first use, with a
+ * reference the caller drops with inst_put; NULL when the upstream is
+ * closing, out of memory or nng refuses the socket. */
 static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
 {
 	upstream_inst *in;
@@ -118,14 +223,19 @@ static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
 	int rv;
 
 	pthread_mutex_lock(&u->mtx);
+	if (u->closing) {
+		in = NULL;
+		goto out;
+	}
 	for (in = u->insts; in != NULL; in = in->next)
 		if (strcmp(in->instance, si->instance) == 0 &&
 		    strcmp(in->rpc_url, si->rpc_url) == 0)
-			goto out;
+			goto found;
 	if ((in = calloc(1, sizeof(*in))) == NULL)
 		goto out;
 	snprintf(in->instance, sizeof(in->instance), "%s", si->instance);
 	snprintf(in->rpc_url, sizeof(in->rpc_url), "%s", si->rpc_url);
+	in->started_unix_ms = si->started_unix_ms;
 	snprintf(name, sizeof(name), "%s:%s", u->caller, si->instance);
 	if ((in->breaker = shop_breaker_create(&u->bcfg, name)) == NULL) {
 		free(in);
@@ -142,18 +252,150 @@ static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
 		goto out;
 	}
 	shop_rpc_conn_on_down(in->conn, inst_down, in);
+	shop_rpc_conn_on_up(in->conn, inst_up, in);
 	in->next = u->insts;
 	u->insts = in;
+found:
+	in->refs++;
 out:
 	pthread_mutex_unlock(&u->mtx);
 	return in;
 }
 
+/* References to every live entry, for a walk without the lock: *out is
+ * malloc'd (free with insts_release). Returns the count; 0 when there are
+ * none or out of memory (*out NULL). */
+static size_t insts_hold(shop_upstream *u, upstream_inst ***out)
+{
+	upstream_inst *in, **v = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(&u->mtx);
+	for (in = u->insts; in != NULL; in = in->next)
+		n++;
+	if (n > 0 && (v = malloc(n * sizeof(*v))) != NULL) {
+		n = 0;
+		for (in = u->insts; in != NULL; in = in->next) {
+			in->refs++;
+			v[n++] = in;
+		}
+	} else {
+		n = 0;
+	}
+	pthread_mutex_unlock(&u->mtx);
+	*out = v;
+	return n;
+}
+
+static void insts_release(shop_upstream *u, upstream_inst **v, size_t n)
+{
+	pthread_mutex_lock(&u->mtx);
+	for (size_t i = 0; i < n; i++)
+		v[i]->refs--;
+	pthread_mutex_unlock(&u->mtx);
+	free(v);
+}
+
+/* ---- housekeeping: departed instances ---------------------------------------- */
+
+/* Whether (instance, url) is in view[0..n). */
+static bool in_view(const upstream_inst *in, const shop_instance *view, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(view[i].instance, in->instance) == 0 &&
+		    strcmp(view[i].rpc_url, in->rpc_url) == 0)
+			return true;
+	return false;
+}
+
+/* Compares the entries with the whole view (healthy or not) and retires
+ * those gone from it for UPSTREAM_RETIRE_MS. Nothing is retired before the
+ * first answer, nor from an answer that may have been cut at cap. While
+ * the registry is away the view keeps its last answer, so nothing departs
+ * then either. */
+static void upstream_sweep(shop_upstream *u, shop_instance *view, int cap)
+{
+	upstream_inst **pp, *in;
+	int64_t now = shop_now_mono_us();
+	int n;
+
+	if (shop_registry_view_revision(u->view) == 0)
+		return;
+	if ((n = shop_registry_view_get(u->view, NULL, false, view, cap)) >= cap)
+		return;
+	pthread_mutex_lock(&u->mtx);
+	for (pp = &u->insts; (in = *pp) != NULL;) {
+		if (in_view(in, view, n)) {
+			in->absent_since_us = 0;
+		} else if (in->absent_since_us == 0) {
+			in->absent_since_us = now;
+		} else if (now - in->absent_since_us >= (int64_t)UPSTREAM_RETIRE_MS * 1000) {
+			*pp = in->next;
+			in->retired = true;
+			in->next = u->graveyard;
+			u->graveyard = in;
+			SHOP_LOG(INFO,
+				 "%s: %s (%s) left the registry: connection and breaker %s "
+				 "retired",
+				 u->caller, in->instance, in->rpc_url,
+				 shop_breaker_name(in->breaker));
+			continue;
+		}
+		pp = &in->next;
+	}
+	pthread_mutex_unlock(&u->mtx);
+}
+
+/* Frees the retired entries no one holds, one at a time, without the lock
+ * (closing a socket waits for nng). */
+static void upstream_reap(shop_upstream *u)
+{
+	upstream_inst **pp, *in;
+
+	for (;;) {
+		pthread_mutex_lock(&u->mtx);
+		for (pp = &u->graveyard; (in = *pp) != NULL; pp = &in->next)
+			if (in->refs == 0)
+				break;
+		if (in != NULL)
+			*pp = in->next;
+		pthread_mutex_unlock(&u->mtx);
+		if (in == NULL)
+			return;
+		inst_free(in);
+	}
+}
+
+/* The housekeeper: a thread of the upstream's, since closing a socket must
+ * not happen on an nng thread (where calls end) nor hold up a caller. */
+static void *upstream_keeper(void *arg)
+{
+	shop_upstream *u = arg;
+	shop_instance *view = malloc(UPSTREAM_MAX_VIEW * sizeof(*view));
+	struct timespec until;
+
+	pthread_mutex_lock(&u->mtx);
+	while (!u->closing) {
+		pthread_mutex_unlock(&u->mtx);
+		if (view != NULL)
+			upstream_sweep(u, view, UPSTREAM_MAX_VIEW);
+		upstream_reap(u);
+		pthread_mutex_lock(&u->mtx);
+		until = shop_mono_deadline(UPSTREAM_SWEEP_MS);
+		while (!u->closing && pthread_cond_timedwait(&u->cv, &u->mtx, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&u->mtx);
+	free(view);
+	return NULL;
+}
+
 /* Picks an instance of service by weight among the healthy ones whose
  * breaker admits a call, preferring those connected right now; skips
  * `except`. On success the breaker has admitted the call (the caller must
- * record its outcome). Returns NNG_ENOENT when none is known and healthy,
- * NNG_EBUSY when some are but every breaker refuses. */
+ * record its outcome) and *out holds a reference (inst_put). Returns
+ * NNG_ENOENT when none is known and healthy, NNG_EBUSY when some are but
+ * every breaker refuses. */
 static int upstream_pick(shop_upstream *u, const char *service, const upstream_inst *except,
 			 upstream_inst **out)
 {
@@ -161,16 +403,23 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 	upstream_inst *cand[UPSTREAM_MAX_PICK];
 	uint32_t weights[UPSTREAM_MAX_PICK];
 	int64_t now = shop_now_mono_us();
-	int n, i, m = 0, n_up = 0, known = 0;
+	int n, i, m = 0, n_up = 0, known = 0, chosen = -1;
 
 	n = shop_registry_view_get(u->view, service, true, si, UPSTREAM_MAX_PICK);
 	for (i = 0; i < n; i++) {
 		upstream_inst *in = inst_get(u, &si[i]);
-		if (in == NULL || in == except)
+		if (in == NULL)
 			continue;
+		if (in == except) {
+			inst_put(u, in);
+			continue;
+		}
 		known++;
-		if (!shop_breaker_would_admit(in->breaker, now))
+		inst_advert(in, &si[i], now);
+		if (!shop_breaker_would_admit(in->breaker, now)) {
+			inst_put(u, in);
 			continue;
+		}
 		cand[m] = in;
 		weights[m] = si[i].weight;
 		n_up += shop_rpc_conn_is_up(in->conn) && si[i].weight > 0;
@@ -184,10 +433,17 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 	 * the others. */
 	while ((i = shop_balancer_pick(weights, m, shop_random_u64())) >= 0) {
 		if (shop_breaker_admit(cand[i]->breaker, now)) {
-			*out = cand[i];
-			return 0;
+			chosen = i;
+			break;
 		}
 		weights[i] = 0;
+	}
+	for (i = 0; i < m; i++)
+		if (i != chosen)
+			inst_put(u, cand[i]);
+	if (chosen >= 0) {
+		*out = cand[chosen];
+		return 0;
 	}
 	return known > 0 ? NNG_EBUSY : NNG_ENOENT;
 }
@@ -291,19 +547,30 @@ static bool retry_possible(shop_upstream *u, const char *service)
 	n = shop_registry_view_get(u->view, service, true, si, UPSTREAM_MAX_PICK);
 	for (i = 0; i < n && m < 2; i++) {
 		upstream_inst *in = inst_get(u, &si[i]);
-		if (in != NULL && si[i].weight > 0 && shop_breaker_would_admit(in->breaker, now))
+
+		if (in == NULL)
+			continue;
+		if (si[i].weight > 0 && shop_breaker_would_admit(in->breaker, now))
 			m++;
+		inst_put(u, in);
 	}
 	return m >= 2;
 }
 
 static void call_finish(upstream_call *call, int rv, Shop__V1__RpcResponse *resp)
 {
-	/* Before done: a blocked caller may go on, and stop, once it ran. */
+	char instance[sizeof(call->inst->instance)] = "";
+
+	/* Before done: a blocked caller may go on, and stop (destroy the
+	 * upstream), once it ran; nothing of the upstream's is touched after. */
 	call_span_end(call, rv, resp);
-	call->done(call->arg, rv, resp, call->inst != NULL ? call->inst->instance : "");
+	if (call->inst != NULL) {
+		memcpy(instance, call->inst->instance, sizeof(instance));
+		inst_put(call->u, call->inst);
+	}
 	if (call->retry_msg != NULL)
 		nng_msg_free(call->retry_msg);
+	call->done(call->arg, rv, resp, instance);
 	free(call);
 }
 
@@ -345,6 +612,7 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 			shop_span_tag(&call->span, "retried_after", "%s: %s", failed->instance,
 				      nng_strerror(rv));
 		retries_count(call->service, per_try_out ? "timeout" : "transport");
+		inst_put(call->u, failed); /* the call holds the new one now */
 		if (call_send(call, retry) == 0)
 			return;
 		nng_msg_free(retry);
@@ -433,6 +701,8 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 	return 0; /* call_done owns call now */
 fail:
 	call_span_end(call, rv, NULL);
+	if (call->inst != NULL)
+		inst_put(u, call->inst);
 	nng_msg_free(msg);
 	if (call->retry_msg != NULL)
 		nng_msg_free(call->retry_msg);
@@ -493,14 +763,13 @@ void shop_upstream_foreach_breaker(shop_upstream *u,
 				   void (*fn)(void *arg, shop_breaker *b, const char *instance),
 				   void *arg)
 {
-	upstream_inst *in;
+	upstream_inst **v;
+	size_t n = insts_hold(u, &v);
 
-	pthread_mutex_lock(&u->mtx);
-	in = u->insts;
-	pthread_mutex_unlock(&u->mtx);
-	/* Entries are only ever prepended and live as long as u. */
-	for (; in != NULL; in = in->next)
-		fn(arg, in->breaker, in->instance);
+	/* Held, so a retirement meanwhile frees nothing under fn. */
+	for (size_t i = 0; i < n; i++)
+		fn(arg, v[i]->breaker, v[i]->instance);
+	insts_release(u, v, n);
 }
 
 /* metric{name="<breaker>"[,extra]} value, the name escaped: it holds the
@@ -518,21 +787,21 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 	static const shop_breaker_state states[] = {SHOP_BREAKER_CLOSED, SHOP_BREAKER_OPEN,
 						    SHOP_BREAKER_HALF_OPEN};
 	int64_t now = shop_now_mono_us();
-	upstream_inst *in, *head;
+	upstream_inst **v;
 	char *text = NULL, extra[32];
-	size_t len = 0;
+	size_t len = 0, n;
 	FILE *f;
 
 	*out_len = 0; /* also when out of memory, as before */
 	if ((f = open_memstream(&text, &len)) == NULL)
 		return NULL;
-	pthread_mutex_lock(&u->mtx);
-	head = u->insts;
-	pthread_mutex_unlock(&u->mtx);
+	/* Held, so none is freed meanwhile; retired ones are not listed. */
+	n = insts_hold(u, &v);
 	fputs("# HELP resilience4j_circuitbreaker_state The states of the circuit breaker\n"
 	      "# TYPE resilience4j_circuitbreaker_state gauge\n",
 	      f);
-	for (in = head; in != NULL; in = in->next) {
+	for (size_t j = 0; j < n; j++) {
+		upstream_inst *in = v[j];
 		shop_breaker_stats s;
 
 		shop_breaker_stats_get(in->breaker, now, &s);
@@ -547,7 +816,8 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 	      "breaker\n"
 	      "# TYPE resilience4j_circuitbreaker_failure_rate gauge\n",
 	      f);
-	for (in = head; in != NULL; in = in->next) {
+	for (size_t j = 0; j < n; j++) {
+		upstream_inst *in = v[j];
 		shop_breaker_stats s;
 
 		shop_breaker_stats_get(in->breaker, now, &s);
@@ -557,7 +827,8 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 	fputs("# HELP resilience4j_circuitbreaker_calls_seconds Calls through the circuit breaker\n"
 	      "# TYPE resilience4j_circuitbreaker_calls_seconds summary\n",
 	      f);
-	for (in = head; in != NULL; in = in->next) {
+	for (size_t j = 0; j < n; j++) {
+		upstream_inst *in = v[j];
 		shop_breaker_stats s;
 
 		shop_breaker_stats_get(in->breaker, now, &s);
@@ -570,13 +841,15 @@ char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *out_len)
 	      "breaker refused\n"
 	      "# TYPE resilience4j_circuitbreaker_not_permitted_calls_total counter\n",
 	      f);
-	for (in = head; in != NULL; in = in->next) {
+	for (size_t j = 0; j < n; j++) {
+		upstream_inst *in = v[j];
 		shop_breaker_stats s;
 
 		shop_breaker_stats_get(in->breaker, now, &s);
 		breaker_series(f, "resilience4j_circuitbreaker_not_permitted_calls_total",
 			       in->breaker, "", (long long)s.not_permitted);
 	}
+	insts_release(u, v, n);
 	if (shop_memstream_close(f, &text) != 0)
 		return NULL;
 	*out_len = len;

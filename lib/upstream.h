@@ -1,6 +1,12 @@
 /* upstream.h -- calls to a service by name: the registry view picks the
  * instances, the balancer picks one by weight, and a shop_rpc_conn per
- * instance carries the call. Shared by every thread of a caller. */
+ * instance carries the call. Shared by every thread of a caller.
+ *
+ * An open breaker goes half-open at once when its instance comes back (a
+ * new connection to it, or an advert with a new started_unix_ms). An
+ * instance gone from the view for a second is retired: its connection is
+ * closed and its breaker freed, by a thread of the upstream's, once no
+ * call holds it (docs/decisions.md, "Recovery and departure"). */
 #ifndef SHOP_UPSTREAM_H
 #define SHOP_UPSTREAM_H
 
@@ -11,7 +17,8 @@
 typedef struct shop_upstream shop_upstream;
 
 /* view is borrowed and must outlive the upstream. caller names this
- * process in logs (e.g. "gateway"). */
+ * process in logs (e.g. "gateway"). With a view, starts the housekeeping
+ * thread (departed instances). */
 int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const char *caller);
 void shop_upstream_destroy(shop_upstream *u); /* accepts NULL; waits for callbacks */
 /* Breakers made from now on use c (copied); call before the first call. */
@@ -55,7 +62,8 @@ int shop_upstream_call_sync(shop_upstream *u, const char *service, const char *m
 			    const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 			    Shop__V1__RpcResponse **resp, char *instance, size_t cap);
 
-/* Calls fn for every breaker the upstream has made (metrics, health). */
+/* Calls fn for the breaker of every instance the upstream holds and has
+ * not retired (metrics, health). fn must not call into the upstream. */
 void shop_upstream_foreach_breaker(shop_upstream *u,
 				   void (*fn)(void *arg, shop_breaker *b, const char *instance),
 				   void *arg);
@@ -63,7 +71,8 @@ void shop_upstream_foreach_breaker(shop_upstream *u,
 /* The breakers' state in Prometheus text, with Resilience4j's metric names
  * and labels (contract §6): resilience4j_circuitbreaker_state{name,state},
  * _failure_rate{name} (-1 below the minimum calls),
- * _calls_seconds_count{name,kind}, _not_permitted_calls_total{name}.
+ * _calls_seconds_count{name,kind}, _not_permitted_calls_total{name}; for
+ * the instances not retired.
  * Returns a malloc'd string (caller frees), NULL when out of memory. */
 char *shop_upstream_breaker_metrics(shop_upstream *u, size_t *len);
 

@@ -5,7 +5,8 @@
  * closed pipe, retries idempotent calls elsewhere (also when the first try
  * passes its per-try timeout on an instance that never answers), sends a
  * non-idempotent call once, and fails at once when no instance admits a
- * call. */
+ * call; an open breaker tries an instance at once when it is back (a new
+ * connection, a new advert), and a departed instance's entry is retired. */
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +41,7 @@ typedef struct inst {
 	char url[64];
 	volatile int code;       /* what the handler answers: 0, 5, 8 or 14 */
 	volatile int dependency; /* the error is marked dependency_failed */
+	volatile int delay_ms;   /* how long the handler takes */
 	shop_rpc_server *server;
 	shop_advertiser *adv;
 } inst;
@@ -58,6 +60,9 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 
 	(void)call;
 	(void)req;
+	if (in->delay_ms > 0)
+		nanosleep(&(struct timespec){in->delay_ms / 1000, (in->delay_ms % 1000) * 1000000L},
+			  NULL);
 	if (in->code != 0 && in->dependency) {
 		shop_rpc_reply_dependency_error(reply, in->code, "PRODUCT_SERVICE_UNAVAILABLE",
 						"a dependency failed");
@@ -111,6 +116,7 @@ static int inst_start(inst *in)
 	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
 	self.weight = in->weight;
 	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
 	if (shop_rpc_server_create(&in->server, &cfg) != 0)
 		return -1;
 	return shop_advertiser_create(&in->adv, survey_url, &self);
@@ -124,14 +130,15 @@ static void inst_stop(inst *in)
 	in->server = NULL;
 }
 
-/* One idempotent call; returns the answering instance's name in who. */
-static int call(char *who, size_t cap, int *code)
+/* One idempotent call through u with a deadline of ms; returns the
+ * answering instance's name in who. */
+static int call_within(shop_upstream *u, int ms, char *who, size_t cap, int *code)
 {
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
-	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 1000, .idempotent = true};
+	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + ms, .idempotent = true};
 	Shop__V1__RpcResponse *resp = NULL;
 	char instance[64];
-	int rv = shop_upstream_call_sync(up, "product", METHOD, &req.base, &o, &resp, instance,
+	int rv = shop_upstream_call_sync(u, "product", METHOD, &req.base, &o, &resp, instance,
 					 sizeof(instance));
 
 	snprintf(who, cap, "%s", rv == 0 ? instance : "");
@@ -142,9 +149,20 @@ static int call(char *who, size_t cap, int *code)
 	return rv;
 }
 
+static int call_on(shop_upstream *u, char *who, size_t cap, int *code)
+{
+	return call_within(u, 1000, who, cap, code);
+}
+
+static int call(char *who, size_t cap, int *code)
+{
+	return call_on(up, who, cap, code);
+}
+
 struct find_breaker {
 	const char *name;
 	shop_breaker_state st;
+	int found;
 };
 
 static void find_cb(void *arg, shop_breaker *b, const char *instance)
@@ -155,16 +173,25 @@ static void find_cb(void *arg, shop_breaker *b, const char *instance)
 	if (strcmp(instance, f->name) == 0) {
 		shop_breaker_stats_get(b, shop_now_mono_us(), &s);
 		f->st = s.state;
+		f->found++;
 	}
+}
+
+/* The state of u's breaker for instance name; *found: how many u lists. */
+static shop_breaker_state breaker_on(shop_upstream *u, const char *name, int *found)
+{
+	struct find_breaker f = {name, SHOP_BREAKER_CLOSED, 0};
+
+	shop_upstream_foreach_breaker(u, find_cb, &f);
+	if (found != NULL)
+		*found = f.found;
+	return f.st;
 }
 
 /* The state of the upstream's breaker for instance name. */
 static shop_breaker_state breaker_of(const char *name)
 {
-	struct find_breaker f = {name, SHOP_BREAKER_CLOSED};
-
-	shop_upstream_foreach_breaker(up, find_cb, &f);
-	return f.st;
+	return breaker_on(up, name, NULL);
 }
 
 /* Waits until the view lists n healthy product instances. */
@@ -595,6 +622,178 @@ static void test_upstream_late_answers_never_reach_another_call(void)
 	hung_stop();
 }
 
+/* advertises in as the test's instances do, with a new started_unix_ms */
+static int advertise(inst *in)
+{
+	shop_instance self;
+
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "product");
+	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = in->weight;
+	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
+	return shop_advertiser_create(&in->adv, survey_url, &self);
+}
+
+/* A second upstream whose breakers wait 60 s when open: anything that
+ * reaches an opened instance within the test did not wait the period out. */
+static shop_upstream *slow_upstream(void)
+{
+	shop_upstream *u = NULL;
+	shop_breaker_config bc;
+
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "slow") == 0);
+	shop_breaker_config_default(&bc);
+	bc.open_wait_us = 60 * 1000 * 1000;
+	shop_upstream_set_breaker_config(u, &bc);
+	return u;
+}
+
+/* Calls through u until b answers or limit_ms pass; returns the ms it took,
+ * -1 when b never answered. */
+static int64_t until_b_answers(shop_upstream *u, int limit_ms)
+{
+	int64_t t0 = shop_now_mono_us();
+	char who[64];
+	int code;
+
+	while (shop_now_mono_us() - t0 < (int64_t)limit_ms * 1000) {
+		if (call_on(u, who, sizeof(who), &code) == 0 && code == 0 && strcmp(who, "b") == 0)
+			return (shop_now_mono_us() - t0) / 1000;
+		sleep_ms(5);
+	}
+	return -1;
+}
+
+static void test_upstream_reconnected_instance_tried_at_once(void)
+{
+	shop_upstream *u = slow_upstream();
+	shop_rpc_server_config cfg = {
+	    .url = B.url, .workers = 4, .methods = methods, .n_methods = 1, .app = &B};
+	int64_t took;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0); /* connected to b */
+	/* b's server goes, its advert stays: only the pipe tells. */
+	shop_rpc_server_destroy(B.server, 0);
+	B.server = NULL;
+	for (int i = 0; i < 200 && breaker_on(u, "b", NULL) != SHOP_BREAKER_OPEN; i++)
+		sleep_ms(5);
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "b", NULL), SHOP_BREAKER_OPEN);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&B.server, &cfg), 0);
+	/* The redial (≤ 500 ms back-off) makes a pipe: half-open, trials. */
+	took = until_b_answers(u, 3000);
+	printf("\n    b answered %lld ms after its server came back\n", (long long)took);
+	CU_ASSERT(took >= 0 && took < 1500);
+	shop_upstream_destroy(u);
+}
+
+static void test_upstream_restarted_advert_tried_at_once(void)
+{
+	shop_upstream *u = slow_upstream();
+	char who[64];
+	int code;
+	int64_t took;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	/* b fails (its connection stays up): the failure rate opens it. */
+	B.code = 14;
+	for (int i = 0; i < 400 && breaker_on(u, "b", NULL) != SHOP_BREAKER_OPEN; i++)
+		call_on(u, who, sizeof(who), &code);
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "b", NULL), SHOP_BREAKER_OPEN);
+	B.code = 0;
+	/* A new advert (a new started_unix_ms), the same connection. */
+	sleep_ms(5);
+	shop_advertiser_destroy(B.adv);
+	CU_ASSERT_FATAL(advertise(&B) == 0);
+	took = until_b_answers(u, 3000);
+	printf("\n    b answered %lld ms after its new advert was made\n", (long long)took);
+	CU_ASSERT(took >= 0 && took < 1500);
+	shop_upstream_destroy(u);
+}
+
+static void test_upstream_departed_instance_retired(void)
+{
+	shop_upstream *u = slow_upstream();
+	int found = 0;
+	int64_t t0;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	inst_stop(&B); /* deregisters: gone from the view at once */
+	t0 = shop_now_mono_us();
+	do {
+		sleep_ms(20);
+		breaker_on(u, "b", &found);
+	} while (found > 0 && shop_now_mono_us() - t0 < 5000 * 1000);
+	printf("\n    b's entry retired %lld ms after it stopped\n",
+	       (long long)(shop_now_mono_us() - t0) / 1000);
+	CU_ASSERT_EQUAL(found, 0);
+	CU_ASSERT(shop_now_mono_us() - t0 < 2500 * 1000);
+	/* It comes back as a new entry, closed, and serves. */
+	CU_ASSERT_EQUAL_FATAL(inst_start(&B), 0);
+	CU_ASSERT(until_b_answers(u, 3000) >= 0);
+	CU_ASSERT_EQUAL(breaker_on(u, "b", &found), SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(found, 1);
+	shop_upstream_destroy(u);
+}
+
+struct slow_call {
+	shop_upstream *u;
+	int rv, code;
+	char who[64];
+};
+
+static void *slow_call_main(void *arg)
+{
+	struct slow_call *c = arg;
+
+	c->rv = call_within(c->u, 5000, c->who, sizeof(c->who), &c->code);
+	return NULL;
+}
+
+static void test_upstream_call_in_flight_outlives_retirement(void)
+{
+	shop_upstream *u = slow_upstream();
+	struct slow_call c = {.u = NULL};
+	char who[64];
+	int code, found = 1;
+	pthread_t th;
+	int64_t t0;
+
+	CU_ASSERT_FATAL(until_b_answers(u, 2000) >= 0);
+	/* a's breaker opens (60 s): every call goes to b. */
+	A.code = 14;
+	for (int i = 0; i < 400 && breaker_on(u, "a", NULL) != SHOP_BREAKER_OPEN; i++)
+		call_on(u, who, sizeof(who), &code);
+	A.code = 0;
+	CU_ASSERT_EQUAL_FATAL(breaker_on(u, "a", NULL), SHOP_BREAKER_OPEN);
+	/* A call to b that takes 2.5 s; b leaves the view meanwhile (its
+	 * server stays) and is retired while the call is in flight. */
+	B.delay_ms = 2500;
+	c.u = u;
+	CU_ASSERT_FATAL(pthread_create(&th, NULL, slow_call_main, &c) == 0);
+	sleep_ms(100);
+	shop_advertiser_destroy(B.adv);
+	B.adv = NULL;
+	t0 = shop_now_mono_us();
+	while (found > 0 && shop_now_mono_us() - t0 < 2000 * 1000) {
+		sleep_ms(20);
+		breaker_on(u, "b", &found);
+	}
+	CU_ASSERT_EQUAL(found, 0); /* retired, not listed, the call still running */
+	pthread_join(th, NULL);
+	B.delay_ms = 0;
+	CU_ASSERT_EQUAL(c.rv, 0); /* it ended normally on the retired entry */
+	CU_ASSERT_EQUAL(c.code, 0);
+	CU_ASSERT_STRING_EQUAL(c.who, "b");
+	sleep_ms(400); /* the housekeeper frees the entry (ASan: no use after) */
+	CU_ASSERT_EQUAL_FATAL(advertise(&B), 0);
+	CU_ASSERT(until_b_answers(u, 3000) >= 0);
+	shop_upstream_destroy(u);
+}
+
 static int setup(void)
 {
 	const char *bin = getenv("SHOP_REGISTRY_BIN");
@@ -645,6 +844,12 @@ int main(void)
 	     test_upstream_closed_pipe_trips_and_retries},
 	    {"none admitted: fails at once", test_upstream_none_admitted_fails_at_once},
 	    {"instances return", test_upstream_instance_returns},
+	    {"a reconnected instance is tried at once",
+	     test_upstream_reconnected_instance_tried_at_once},
+	    {"a restarted advert is tried at once", test_upstream_restarted_advert_tried_at_once},
+	    {"a departed instance is retired", test_upstream_departed_instance_retired},
+	    {"a call in flight outlives its instance's retirement",
+	     test_upstream_call_in_flight_outlives_retirement},
 	    {"a write to a hung instance fails at the deadline, sent once",
 	     test_upstream_hung_instance_write_sent_once},
 	    {"a read on a hung instance is retried elsewhere after its per-try timeout",

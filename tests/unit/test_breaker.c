@@ -186,6 +186,65 @@ static void test_breaker_half_open_trials_that_never_report_expire(void)
 	shop_breaker_destroy(b);
 }
 
+static void test_breaker_retry_now_half_opens_an_open_breaker(void)
+{
+	shop_breaker *b = make();
+
+	shop_breaker_trip(b, 0);
+	CU_ASSERT_FALSE(shop_breaker_would_admit(b, 1 * SEC));
+	/* The instance is back one second later: trials at once. */
+	CU_ASSERT_TRUE(shop_breaker_retry_now(b, 1 * SEC));
+	CU_ASSERT_EQUAL(state(b, 1 * SEC), SHOP_BREAKER_HALF_OPEN);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_TRUE(shop_breaker_admit(b, 1 * SEC));
+	CU_ASSERT_FALSE(shop_breaker_admit(b, 1 * SEC)); /* three trials, no more */
+	for (int i = 0; i < 3; i++)
+		shop_breaker_record(b, true, 1000, 1 * SEC);
+	CU_ASSERT_EQUAL(state(b, 1 * SEC), SHOP_BREAKER_CLOSED);
+	shop_breaker_destroy(b);
+}
+
+static void test_breaker_retry_now_trials_are_fresh(void)
+{
+	shop_breaker *b = make();
+
+	/* Half-open after the wait, every trial handed out, one failed:
+	 * open again at 6 s. */
+	shop_breaker_trip(b, 0);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_TRUE(shop_breaker_admit(b, 5 * SEC));
+	shop_breaker_record(b, false, 1000, 6 * SEC);
+	CU_ASSERT_EQUAL(state(b, 6 * SEC), SHOP_BREAKER_OPEN);
+	/* Back at 7 s: three new trials, none counted from before, and the
+	 * half-open clock starts again (no expiry of old trials at 10 s). */
+	CU_ASSERT_TRUE(shop_breaker_retry_now(b, 7 * SEC));
+	calls(b, 2, true, 7 * SEC);
+	CU_ASSERT_TRUE(shop_breaker_admit(b, 7 * SEC));
+	CU_ASSERT_EQUAL(state(b, 11 * SEC), SHOP_BREAKER_HALF_OPEN);
+	shop_breaker_record(b, true, 1000, 11 * SEC);
+	CU_ASSERT_EQUAL(state(b, 11 * SEC), SHOP_BREAKER_CLOSED);
+	shop_breaker_destroy(b);
+}
+
+static void test_breaker_retry_now_leaves_closed_and_half_open(void)
+{
+	shop_breaker *b = make();
+
+	calls(b, 5, false, 0); /* closed, half its window failed */
+	CU_ASSERT_FALSE(shop_breaker_retry_now(b, 0));
+	CU_ASSERT_EQUAL(state(b, 0), SHOP_BREAKER_CLOSED);
+	calls(b, 5, false, 0); /* the window is kept: 10 of 10 failed opens it */
+	CU_ASSERT_EQUAL(state(b, 0), SHOP_BREAKER_OPEN);
+	CU_ASSERT_TRUE(shop_breaker_retry_now(b, 0));
+	CU_ASSERT_TRUE(shop_breaker_admit(b, 0));
+	CU_ASSERT_TRUE(shop_breaker_admit(b, 0));
+	/* Already half-open: a second "back" hands out no extra trials. */
+	CU_ASSERT_FALSE(shop_breaker_retry_now(b, 0));
+	CU_ASSERT_TRUE(shop_breaker_admit(b, 0));
+	CU_ASSERT_FALSE(shop_breaker_admit(b, 0));
+	shop_breaker_destroy(b);
+}
+
 static void test_breaker_totals(void)
 {
 	shop_breaker *b = make();
@@ -227,5 +286,10 @@ SHOP_TEST_MAIN("breaker",
 	       {"half-open reopens on failure", test_breaker_half_open_reopens_on_failure},
 	       {"half-open trials that never report expire",
 		test_breaker_half_open_trials_that_never_report_expire},
+	       {"retry_now half-opens an open breaker",
+		test_breaker_retry_now_half_opens_an_open_breaker},
+	       {"retry_now trials are fresh", test_breaker_retry_now_trials_are_fresh},
+	       {"retry_now leaves closed and half-open",
+		test_breaker_retry_now_leaves_closed_and_half_open},
 	       {"totals", test_breaker_totals},
 	       {"rejects bad config", test_breaker_rejects_bad_config})
