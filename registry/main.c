@@ -34,6 +34,11 @@
 /* A stop takes milliseconds (150 at most waiting for a quiet moment, see
  * registry_stop); past this, nng's reaper is stuck and the process exits. */
 #define REGISTRY_STOP_BUDGET_MS 1500
+/* A worker out of LW_RECV and not parked for longer than this (an answer
+ * is sent in milliseconds), or parked this long past LOOKUP_MAX_WAIT_MS,
+ * is stuck: the survey thread logs the workers and re-opens it
+ * (lookup_heal; SHOP_REGISTRY_LOOKUP_STALL_MS, 0 turns it off). */
+#define LOOKUP_STALL_MS 3000
 
 typedef struct registry registry;
 
@@ -56,14 +61,25 @@ typedef struct lookup_worker {
 	lookup_state state; /* written under r->mtx, by the aio callback only */
 	nng_msg *held;      /* the parked Lookup (LW_PARK); r->mtx */
 	bool woken;         /* its park was cancelled; r->mtx */
+	int64_t since_ms;   /* monotonic, when state last changed; r->mtx */
+	/* Replaced by lookup_heal: its context is closed, its callback only
+	 * frees what it holds; freed by registry_stop (r->mtx). */
+	bool retired;
+	struct lookup_worker *next; /* on r->retired */
 } lookup_worker;
 
 struct registry {
 	int survey_ms;
 	nng_socket surv;
 	nng_socket rep;
-	lookup_worker *workers;  /* lookup_contexts of them */
+	lookup_worker **workers; /* lookup_contexts of them; slots replaced by lookup_heal (mtx) */
 	int nworkers;            /* started */
+	lookup_worker *retired;  /* replaced workers, freed by registry_stop (mtx) */
+	int stall_ms;            /* LOOKUP_STALL_MS; 0: no healing */
+	uint64_t lookups_received, lookups_answered, lookup_heals; /* mtx */
+#ifdef SHOP_REGISTRY_FAULTS
+	int fault_lose_sends; /* test build only: answers left unsent (mtx) */
+#endif
 	int max_parked;          /* nworkers - LOOKUP_UNPARKED */
 	int64_t lookups_from_ms; /* monotonic; the survey thread opens lookups then */
 	bool lookups_open;       /* written by the survey thread; /readyz reads it atomically */
@@ -94,6 +110,7 @@ static int64_t now_ms(void)
 
 static void lookup_wake(registry *r, uint32_t pipe_id);
 static void lookup_open(registry *r);
+static void lookup_heal(registry *r);
 
 /* Every event is a new revision: the parked lookups answer it. */
 static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const shop_instance *in)
@@ -246,6 +263,8 @@ static void *survey_main(void *arg)
 		if (!r->lookups_open && now_ms() >= r->lookups_from_ms) {
 			lookup_open(r);
 			__atomic_store_n(&r->lookups_open, true, __ATOMIC_RELEASE);
+		} else if (r->lookups_open) {
+			lookup_heal(r);
 		}
 
 		/* The stop times its close from this (registry_stop). */
@@ -319,11 +338,11 @@ static void lookup_wake(registry *r, uint32_t pipe_id)
 	if (r->stopping)
 		return;
 	for (int i = 0; i < r->nworkers; i++) {
-		lookup_worker *w = &r->workers[i];
+		lookup_worker *w = r->workers[i];
 
 		/* held is NULL from the park's end (its callback took it) until
 		 * the state moves on: nothing to wake then. */
-		if (w->state != LW_PARK || w->woken || w->held == NULL)
+		if (w->retired || w->state != LW_PARK || w->woken || w->held == NULL)
 			continue;
 		if (pipe_id != 0 && (uint32_t)nng_pipe_id(nng_msg_get_pipe(w->held)) != pipe_id)
 			continue;
@@ -398,6 +417,8 @@ static void lookup_serve(lookup_worker *w, nng_msg *msg, bool may_park)
 
 	req = shop__v1__lookup__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
 	pthread_mutex_lock(&r->mtx);
+	if (may_park)
+		r->lookups_received++;
 	if (r->stopping) {
 		pthread_mutex_unlock(&r->mtx);
 		nng_msg_free(msg);
@@ -407,6 +428,7 @@ static void lookup_serve(lookup_worker *w, nng_msg *msg, bool may_park)
 	    req->wait_revision == reg_table_revision(r->table)) {
 		if (r->nparked < r->max_parked) {
 			w->state = LW_PARK;
+			w->since_ms = now_ms();
 			w->held = msg;
 			w->woken = false;
 			r->nparked++;
@@ -433,6 +455,7 @@ static void lookup_serve(lookup_worker *w, nng_msg *msg, bool may_park)
 	if (req != NULL)
 		rv = reg_table_lookup(r->table, req->service, &inst, &n, &revision);
 	w->state = LW_SEND;
+	w->since_ms = now_ms();
 	pthread_mutex_unlock(&r->mtx);
 
 	if (rv != 0 || (rv = lookup_pack(msg, inst, n, revision)) != 0) {
@@ -440,11 +463,23 @@ static void lookup_serve(lookup_worker *w, nng_msg *msg, bool may_park)
 		nng_msg_free(msg);
 		pthread_mutex_lock(&r->mtx);
 		w->state = LW_RECV;
+		w->since_ms = now_ms();
 		pthread_mutex_unlock(&r->mtx);
 		nng_ctx_recv(w->ctx, w->aio);
 		goto out_inst;
 	}
 	nng_aio_set_msg(w->aio, msg);
+#ifdef SHOP_REGISTRY_FAULTS
+	/* Test build only (registry-faults): the answer is kept and never
+	 * sent, so this worker stays in LW_SEND as a stuck one would. */
+	pthread_mutex_lock(&r->mtx);
+	if (r->fault_lose_sends > 0) {
+		r->fault_lose_sends--;
+		pthread_mutex_unlock(&r->mtx);
+		goto out_inst;
+	}
+	pthread_mutex_unlock(&r->mtx);
+#endif
 	nng_ctx_send(w->ctx, w->aio);
 out_inst:
 	free(inst);
@@ -462,6 +497,23 @@ static void lookup_cb(void *arg)
 	registry *r = w->r;
 	int rv = nng_aio_result(w->aio);
 	nng_msg *msg;
+
+	pthread_mutex_lock(&r->mtx);
+	if (w->retired) {
+		/* Its context is closed: whatever it held is freed, nothing
+		 * more is started on it (lookup_heal). */
+		if (w->held != NULL)
+			nng_msg_free(w->held);
+		w->held = NULL;
+		if (nng_aio_get_msg(w->aio) != NULL)
+			nng_msg_free(nng_aio_get_msg(w->aio));
+		nng_aio_set_msg(w->aio, NULL);
+		pthread_mutex_unlock(&r->mtx);
+		return;
+	}
+	if (w->state == LW_SEND && rv == 0)
+		r->lookups_answered++;
+	pthread_mutex_unlock(&r->mtx);
 
 	switch (w->state) {
 	case LW_RECV:
@@ -496,8 +548,119 @@ static void lookup_cb(void *arg)
 	}
 	pthread_mutex_lock(&r->mtx);
 	w->state = LW_RECV;
+	w->since_ms = now_ms();
 	pthread_mutex_unlock(&r->mtx);
 	nng_ctx_recv(w->ctx, w->aio);
+}
+
+static const char *lookup_state_name(lookup_state s)
+{
+	return s == LW_RECV ? "recv" : s == LW_PARK ? "park" : "send";
+}
+
+/* A worker that should have moved on long ago (r->mtx): out of LW_RECV and
+ * not parked for stall_ms (an answer leaves in milliseconds), or parked
+ * stall_ms past the longest wait. A parked lookup is held, not stuck. */
+static bool lookup_stuck(const registry *r, const lookup_worker *w, int64_t now)
+{
+	switch (w->state) {
+	case LW_RECV:
+		return false;
+	case LW_PARK:
+		return now - w->since_ms > LOOKUP_MAX_WAIT_MS + r->stall_ms;
+	case LW_SEND:
+		break;
+	}
+	return now - w->since_ms > r->stall_ms;
+}
+
+static lookup_worker *lookup_worker_new(registry *r)
+{
+	lookup_worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->r = r;
+	w->state = LW_RECV;
+	if (nng_aio_alloc(&w->aio, lookup_cb, w) != 0) {
+		free(w);
+		return NULL;
+	}
+	if (nng_ctx_open(&w->ctx, r->rep) != 0) {
+		nng_aio_free(w->aio);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* The survey thread's check, between rounds: stuck workers (lookup_stuck)
+ * are logged with every worker's state once, then each is replaced by a
+ * fresh context and aio. The old context is closed (that aborts a pending
+ * receive or send, whose callback then frees what it holds) and a stuck
+ * park cancelled; the old aio is freed only by registry_stop, once no
+ * callback can run (nng_aio_stop on it here could wait for ever). */
+static void lookup_heal(registry *r)
+{
+	lookup_worker *stuck[64];
+	int slot[64], n = 0, nworkers;
+	int64_t now = now_ms();
+	char states[1024];
+	size_t off = 0;
+
+	if (r->stall_ms <= 0)
+		return;
+	pthread_mutex_lock(&r->mtx);
+	nworkers = r->nworkers;
+	for (int i = 0; i < nworkers && n < 64; i++)
+		if (!r->stopping && !r->workers[i]->retired && lookup_stuck(r, r->workers[i], now))
+			slot[n++] = i;
+	if (n == 0) {
+		pthread_mutex_unlock(&r->mtx);
+		return;
+	}
+	for (int i = 0; i < nworkers && off < sizeof(states) - 48; i++) {
+		const lookup_worker *w = r->workers[i];
+		int k = snprintf(states + off, sizeof(states) - off, " %d:%s/%lldms%s%s", i,
+				 lookup_state_name(w->state), (long long)(now - w->since_ms),
+				 w->held != NULL ? "/held" : "", w->woken ? "/woken" : "");
+
+		off += k > 0 ? (size_t)k : 0;
+	}
+	SHOP_LOG(WARN,
+		 "lookup: %d of %d workers stuck (received %llu, answered %llu, nparked %d/%d); "
+		 "re-opening them; workers:%s",
+		 n, nworkers, (unsigned long long)r->lookups_received,
+		 (unsigned long long)r->lookups_answered, r->nparked, r->max_parked, states);
+	for (int i = 0; i < n; i++) {
+		lookup_worker *w = r->workers[slot[i]];
+
+		w->retired = true;
+		if (w->state == LW_PARK && w->held != NULL)
+			r->nparked--;
+		w->next = r->retired;
+		r->retired = w;
+		stuck[i] = w;
+	}
+	r->lookup_heals++;
+	pthread_mutex_unlock(&r->mtx);
+
+	for (int i = 0; i < n; i++) {
+		lookup_worker *nw;
+
+		nng_ctx_close(stuck[i]->ctx);
+		nng_aio_cancel(stuck[i]->aio); /* a stuck park */
+		if ((nw = lookup_worker_new(r)) == NULL) {
+			/* The slot keeps its retired worker, skipped from now. */
+			SHOP_LOG(WARN, "lookup: out of memory re-opening a context");
+			continue;
+		}
+		pthread_mutex_lock(&r->mtx);
+		nw->since_ms = now_ms();
+		r->workers[slot[i]] = nw;
+		pthread_mutex_unlock(&r->mtx);
+		nng_ctx_recv(nw->ctx, nw->aio);
+	}
 }
 
 /* ---- admin HTTP ----------------------------------------------------------------- */
@@ -540,9 +703,35 @@ static int admin_metrics(void *arg, char **body, size_t *len, const char **conte
 	registry *r = arg;
 	int rv;
 
+	char extra[512];
+	char *grown;
+	int n;
+
 	pthread_mutex_lock(&r->mtx);
 	rv = reg_table_metrics_text(r->table, body, len);
+	n = snprintf(extra, sizeof(extra),
+		     "# HELP shop_registry_lookups_received_total Lookups a worker received.\n"
+		     "# TYPE shop_registry_lookups_received_total counter\n"
+		     "shop_registry_lookups_received_total %llu\n"
+		     "# HELP shop_registry_lookups_answered_total Answers sent.\n"
+		     "# TYPE shop_registry_lookups_answered_total counter\n"
+		     "shop_registry_lookups_answered_total %llu\n"
+		     "# HELP shop_registry_lookup_heals_total Times stuck lookup workers were "
+		     "re-opened.\n"
+		     "# TYPE shop_registry_lookup_heals_total counter\n"
+		     "shop_registry_lookup_heals_total %llu\n",
+		     (unsigned long long)r->lookups_received,
+		     (unsigned long long)r->lookups_answered, (unsigned long long)r->lookup_heals);
 	pthread_mutex_unlock(&r->mtx);
+	if (rv == 0 && n > 0 && (size_t)n < sizeof(extra)) {
+		if ((grown = realloc(*body, *len + (size_t)n + 1)) == NULL) {
+			rv = ENOMEM;
+		} else {
+			memcpy(grown + *len, extra, (size_t)n + 1);
+			*body = grown;
+			*len += (size_t)n;
+		}
+	}
 	*content_type = "text/plain; version=0.0.4; charset=utf-8";
 	return admin_status(rv, content_type);
 }
@@ -598,6 +787,10 @@ typedef struct registry_config {
 	int misses;
 	int lookup_contexts;
 	int lookup_warmup_ms;
+	int lookup_stall_ms;
+#ifdef SHOP_REGISTRY_FAULTS
+	int fault_lose_sends;
+#endif
 	const char *scrape_extra; /* admin URLs read for the dashboard beyond the adverts' */
 	shop_log_level log_level;
 } registry_config;
@@ -623,6 +816,13 @@ static int config_read(registry_config *c)
 	 * the next survey; 100 ms of margin. */
 	c->lookup_warmup_ms = (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_WARMUP_MS",
 						c->survey_ms + 600, 0, 600000);
+	/* 0 turns the stuck-worker check off (lookup_heal). */
+	c->lookup_stall_ms =
+	    (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_STALL_MS", LOOKUP_STALL_MS, 0, 600000);
+#ifdef SHOP_REGISTRY_FAULTS
+	c->fault_lose_sends =
+	    (int)shop_env_int(&env, "SHOP_REGISTRY_FAULT_LOSE_SENDS", 0, 0, 1000000);
+#endif
 	/* Callers that do not register (the gateway), for the dashboard's
 	 * breakers: "gateway=http://127.0.0.1:8080". */
 	c->scrape_extra = shop_env_str(&env, "SHOP_REGISTRY_SCRAPE_EXTRA", "", false);
@@ -675,14 +875,8 @@ static int lookup_start(registry *r, const registry_config *c)
 		return rv;
 	}
 	for (n = 0; n < c->lookup_contexts; n++) {
-		lookup_worker *w = &r->workers[n];
-
-		w->r = r;
-		w->state = LW_RECV;
-		if ((rv = nng_aio_alloc(&w->aio, lookup_cb, w)) != 0)
-			break;
-		if ((rv = nng_ctx_open(&w->ctx, r->rep)) != 0) {
-			nng_aio_free(w->aio);
+		if ((r->workers[n] = lookup_worker_new(r)) == NULL) {
+			rv = NNG_ENOMEM;
 			break;
 		}
 	}
@@ -706,8 +900,12 @@ static void lookup_open(registry *r)
 	n = reg_table_count(r->table);
 	pthread_mutex_unlock(&r->mtx);
 	SHOP_LOG(INFO, "lookups open: %zu instances known", n);
-	for (int i = 0; i < r->nworkers; i++)
-		nng_ctx_recv(r->workers[i].ctx, r->workers[i].aio);
+	for (int i = 0; i < r->nworkers; i++) {
+		pthread_mutex_lock(&r->mtx);
+		r->workers[i]->since_ms = now_ms();
+		pthread_mutex_unlock(&r->mtx);
+		nng_ctx_recv(r->workers[i]->ctx, r->workers[i]->aio);
+	}
 }
 
 static int admin_start(shop_admin **out, registry *r, const registry_config *c)
@@ -770,8 +968,10 @@ static void registry_stop(registry *r, bool thread_started)
 	 * an answer unsent (nng refuses new operations on a stopped aio, and
 	 * calls nothing back): both freed here, once no callback can run. */
 	for (int i = 0; i < r->nworkers; i++) {
-		lookup_worker *w = &r->workers[i];
+		lookup_worker *w = r->workers[i];
 
+		if (w->retired)
+			continue; /* on r->retired too */
 		nng_aio_stop(w->aio);
 		if (w->state == LW_PARK && w->held != NULL)
 			nng_msg_free(w->held);
@@ -780,9 +980,32 @@ static void registry_stop(registry *r, bool thread_started)
 		w->held = NULL;
 		nng_aio_set_msg(w->aio, NULL);
 	}
+	/* Replaced workers: their contexts closed long ago, so their aios
+	 * have nothing pending; their callbacks freed what they held unless
+	 * none ran (a send never made, a park never ended). */
+	for (lookup_worker *w = r->retired; w != NULL; w = w->next) {
+		nng_aio_stop(w->aio);
+		if (w->held != NULL)
+			nng_msg_free(w->held);
+		if (nng_aio_get_msg(w->aio) != NULL)
+			nng_msg_free(nng_aio_get_msg(w->aio));
+		w->held = NULL;
+		nng_aio_set_msg(w->aio, NULL);
+	}
 	nng_close(r->rep);
-	for (int i = 0; i < r->nworkers; i++)
-		nng_aio_free(r->workers[i].aio);
+	for (int i = 0; i < r->nworkers; i++) {
+		if (!r->workers[i]->retired) {
+			nng_aio_free(r->workers[i]->aio);
+			free(r->workers[i]);
+		}
+	}
+	while (r->retired != NULL) {
+		lookup_worker *w = r->retired;
+
+		r->retired = w->next;
+		nng_aio_free(w->aio);
+		free(w);
+	}
 	r->nworkers = 0;
 	free(r->workers);
 	r->workers = NULL;
@@ -812,6 +1035,13 @@ int main(void)
 	if ((rv = shop_crash_install("registry")) != 0)
 		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 	r.survey_ms = cfg.survey_ms;
+	r.stall_ms = cfg.lookup_stall_ms;
+#ifdef SHOP_REGISTRY_FAULTS
+	r.fault_lose_sends = cfg.fault_lose_sends;
+	if (r.fault_lose_sends > 0)
+		SHOP_LOG(WARN, "test build with faults: the first %d answers are never sent",
+			 r.fault_lose_sends);
+#endif
 	r.lookups_from_ms = now_ms() + cfg.lookup_warmup_ms;
 
 	if (pthread_mutex_init(&r.mtx, NULL) != 0)
@@ -831,10 +1061,10 @@ int main(void)
 	thread_started = true;
 	SHOP_LOG(INFO,
 		 "registry up: survey=%s lookup=%s admin=http://%s:%u survey_ms=%d misses=%d "
-		 "lookup_contexts=%d lookup_warmup_ms=%d version=%s",
+		 "lookup_contexts=%d lookup_warmup_ms=%d lookup_stall_ms=%d version=%s",
 		 cfg.survey_url, cfg.lookup_url, cfg.admin_host, (unsigned)cfg.admin_port,
 		 cfg.survey_ms, cfg.misses, cfg.lookup_contexts, cfg.lookup_warmup_ms,
-		 SHOP_VERSION);
+		 cfg.lookup_stall_ms, SHOP_VERSION);
 
 	if (sigwait(&sigs, &sig) == 0)
 		SHOP_LOG(INFO, "signal %d: stopping", sig);
