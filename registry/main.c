@@ -530,6 +530,15 @@ static void lookup_cb(void *arg)
 		 * its pipe closing, or by registry_stop (lookup_serve sees
 		 * stopping and frees it). */
 		pthread_mutex_lock(&r->mtx);
+		if (w->retired) {
+			/* Retired since the check above: lookup_heal has
+			 * taken it off nparked already. */
+			if (w->held != NULL)
+				nng_msg_free(w->held);
+			w->held = NULL;
+			pthread_mutex_unlock(&r->mtx);
+			return;
+		}
 		msg = w->held;
 		w->held = NULL;
 		w->woken = false;
