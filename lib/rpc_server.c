@@ -412,7 +412,14 @@ static void worker_serve(shop_rpc_server *s, struct srv_worker *w, void *state, 
 	int rv;
 
 	sl->msg = NULL;
-	if (worker_build_reply(s, w, state, msg) != 0) {
+	rv = worker_build_reply(s, w, state, msg);
+	/* The call's work is done: it leaves the bound before its reply is
+	 * sent, so that a caller that got the reply and calls again at once on
+	 * the same context is never shed for a call it no longer has. */
+	nng_mtx_lock(s->mtx);
+	s->inflight--;
+	nng_mtx_unlock(s->mtx);
+	if (rv != 0) {
 		nng_msg_free(msg);
 		return;
 	}
@@ -459,7 +466,6 @@ static void worker_main(void *arg)
 		worker_serve(s, w, state, sl);
 
 		nng_mtx_lock(s->mtx);
-		s->inflight--;
 		slot_recv_locked(s, sl);
 		nng_mtx_unlock(s->mtx);
 	}

@@ -19,8 +19,11 @@
 
 typedef struct shop_rpc_server shop_rpc_server;
 
-/* max_inflight's default, per worker. */
-#define SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER 4
+/* max_inflight's default, per worker: 64 for 8 workers, twice a caller's
+ * pool of 32 contexts per connection (lib/upstream.c), so that two callers
+ * at their pool's limit (the gateway and svc-order on a product instance)
+ * are queued, not shed. */
+#define SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER 8
 
 /* What a handler knows about the call. All borrowed for the call's length. */
 typedef struct shop_rpc_call {
