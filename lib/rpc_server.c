@@ -14,10 +14,11 @@
  * calls from the queue in a plain blocking loop on their own threads, run
  * the handler with their own state and send the reply on the slot's context
  * with the worker's own aio (no callback: the worker waits on it); then the
- * slot receives again. A call whose deadline passed while it was queued is
- * answered DEADLINE_EXCEEDED when a worker takes it (shop_rpc_server_handle).
- * No aio here is ever used for nng_sleep_aio (docs/decisions.md, the fourth
- * nng 1.5.2 defect).
+ * slot receives again. A call leaves the bound once its reply is built,
+ * before the send (a caller that has its reply may call again at once). A call whose deadline
+ * passed while it was queued is answered DEADLINE_EXCEEDED when a worker takes it
+ * (shop_rpc_server_handle). No aio here is ever used for nng_sleep_aio (docs/decisions.md, the
+ * fourth nng 1.5.2 defect).
  *
  * Shutdown: shop_rpc_server_destroy sets the stopping flag under the lock
  * and cancels every slot waiting for a request; a slot never receives again
