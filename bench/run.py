@@ -9,7 +9,8 @@ product instances and checks every answer is the order service's own
 connections and on one. Each round runs the reference,
 then one shop path, both after a warm-up, so that drift between runs hits
 both alike. Prints one table: path, req/s, p50, p99, errors, ratio to the
-reference of the same round; then pgbench -N at the same connection count
+reference of the same round; then GET /products alone and while 64 other
+connections sign in with wrong passwords (p99 side by side); then pgbench -N at the same connection count
 (what the database alone can write), the resident memory of the six shop
 processes, and the time `./shop up` takes to readiness with a warm build.
 
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -232,6 +234,29 @@ def prepare():
     return token, pid, oid, name, pw, r.body.decode()
 
 
+def products_beside_sign_ins(token, lua_dir):
+    """GET /products?page_size=10 alone, then while 64 other connections
+    sign in with wrong passwords (a helper wrk, started first and running
+    past the measured one): returns (alone, beside, the helper's result).
+    The products path shares the gateway and the machine's cores with the
+    sign-ins, not their service."""
+    url = GW + "/products?page_size=10"
+    wrong = json.dumps({"name": "bench-nobody-" + secrets.token_hex(4), "password": "wrong-pw"})
+    alone = wrk(url, "GET", token, None, lua_dir=lua_dir)
+    helper = {}
+
+    def load():
+        helper.update(wrk(GW + "/auth/sign-in", "POST", None, wrong, seconds=SECONDS + 2,
+                          lua_dir=lua_dir, conns=64, threads=1))
+
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(1)  # the sign-ins are under way
+    beside = wrk(url, "GET", token, None, lua_dir=lua_dir)
+    th.join()
+    return alone, beside, helper
+
+
 def rss_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -395,6 +420,10 @@ def fmt(v, unit=""):
     return "-" if v is None else ("%.2f%s" % (v, unit) if isinstance(v, float) else "%s%s" % (v, unit))
 
 
+PRODUCTS_ALONE = "GET /products, alone"
+PRODUCTS_BESIDE = "GET /products, 64 signing in"
+
+
 def main():
     if not shutil.which("wrk") or not shutil.which("nginx"):
         die("wrk and nginx are needed (./shop bench installs them)")
@@ -443,6 +472,9 @@ def main():
                 shop("start", "product-a")
                 shop("start", "product-b")
             rows.append((label, got, ref))
+        if WARMUP:
+            wrk(GW + "/products?page_size=10", "GET", token, None, seconds=WARMUP, lua_dir=work)
+        prod_alone, prod_beside, signing = products_beside_sign_ins(token, work)
     finally:
         nginx_stop(work, conf)
     uid = user_of(token)
@@ -482,6 +514,15 @@ def main():
             print("  (errors: answers other than 503 product_service_unavailable with "
                   "Retry-After; %d + %d right; gateway:order breaker after: %s)" % (
                       got.get("wanted", 0), one.get("wanted", 0), gw_order_state or "unknown"))
+    print("%-34s %10.0f %9s %9s %7d" % (PRODUCTS_ALONE, prod_alone["rps"],
+                                         fmt(prod_alone["p50_ms"]), fmt(prod_alone["p99_ms"]),
+                                         prod_alone["errors"]))
+    print("%-34s %10.0f %9s %9s %7d   (p99 %s ms alone, %s ms beside)" % (
+        PRODUCTS_BESIDE, prod_beside["rps"], fmt(prod_beside["p50_ms"]),
+        fmt(prod_beside["p99_ms"]), prod_beside["errors"], fmt(prod_alone["p99_ms"]),
+        fmt(prod_beside["p99_ms"])))
+    print("  (the helper: 64 connections of wrong-password sign-ins, %.0f answers/s, "
+          "p99 %s ms; non-2xx by design)" % (signing.get("rps", 0), fmt(signing.get("p99_ms"))))
     post = [g for l, g, _ in rows if l.startswith("POST /orders (")][0]
     if tps:
         print("%-34s %10.0f   (POST /orders / pgbench: %.2fx)" % ("pgbench -N -c%d (database alone)"
@@ -508,6 +549,8 @@ def main():
     print("together (PSS: shared library pages counted once): %.1f MiB" % (sum(pss.values()) / 1024))
     print("./shop up to ready (warm build, existing database): %.2f s" % up_s)
     bad = [l for l, g, _ in rows if g["requests"] == 0]
+    bad += [l for l, g in ((PRODUCTS_ALONE, prod_alone), (PRODUCTS_BESIDE, prod_beside))
+            if g["requests"] == 0]
     if bad:
         die("no request completed for: %s" % ", ".join(bad))
     return 0

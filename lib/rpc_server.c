@@ -1,15 +1,35 @@
-/* rpc_server.c -- a REP socket served by worker threads: each worker owns one
- * nng context and one aio, receives a request, dispatches it and sends the
- * one reply, in a plain blocking loop on its own thread.
+/* rpc_server.c -- a REP socket served by worker threads, with admission of
+ * in-flight work.
  *
- * Shutdown: shop_rpc_server_destroy sets a stopping flag and cancels the
- * receive of every idle worker. A worker in the middle of a call finishes it and sends the reply,
- * then sees the flag and leaves its loop. After grace_ms the socket is
- * closed, which fails any receive or send still pending with NNG_ECLOSED;
- * a handler that is still running past the grace is waited for (it cannot
- * be interrupted safely), so handlers must respect the call's deadline.
- * Requests that arrived but were not yet taken by a worker are dropped with
- * the socket; their callers see the connection reset. */
+ * Receiving and handling are apart. The socket has more receiving contexts
+ * ("slots") than there are workers: max_inflight of them can hold an
+ * admitted call, and SHED_SLOTS more are always free to receive. A slot's
+ * aio has a callback (slot_cb, on an nng thread; it never blocks: it takes
+ * the server's lock for a few instructions and packs at most one small
+ * reply). A request received while fewer than max_inflight calls are
+ * admitted (queued or running) goes onto the queue, in arrival order; one
+ * beyond the bound is answered at once from the callback, on its own slot:
+ * RESOURCE_EXHAUSTED, reason OVERLOADED, metadata retry_after — never left
+ * to wait in nng or in the caller's queue until its deadline. Workers take
+ * calls from the queue in a plain blocking loop on their own threads, run
+ * the handler with their own state and send the reply on the slot's context
+ * with the worker's own aio (no callback: the worker waits on it); then the
+ * slot receives again. A call leaves the bound once its reply is built,
+ * before the send (a caller that has its reply may call again at once). A call whose deadline
+ * passed while it was queued is answered DEADLINE_EXCEEDED when a worker takes it
+ * (shop_rpc_server_handle). No aio here is ever used for nng_sleep_aio (docs/decisions.md, the
+ * fourth nng 1.5.2 defect).
+ *
+ * Shutdown: shop_rpc_server_destroy sets the stopping flag under the lock
+ * and cancels every slot waiting for a request; a slot never receives again
+ * once the flag is set (a request that arrives meanwhile is dropped with the
+ * socket: its caller sees the connection reset). The workers drain the
+ * queue — every call admitted before the stop is handled and answered — and
+ * leave when it is empty. After grace_ms the workers stop taking calls, the
+ * socket is closed, which fails any receive or send still pending with
+ * NNG_ECLOSED, and the calls still queued are freed unanswered; a handler
+ * that is still running past the grace is waited for (it cannot be
+ * interrupted safely), so handlers must respect the call's deadline. */
 #include "rpc_server.h"
 
 #include <pthread.h>
@@ -29,28 +49,38 @@
 #include "trace.h"
 
 /* A reply that cannot be handed to the pipe in this long is dropped, so a
- * peer that stops reading cannot hold a worker forever. */
+ * peer that stops reading cannot hold a worker (or a slot) forever. */
 #define SERVER_SEND_TIMEOUT_MS 5000
 
-enum worker_state {
-	WORKER_STARTING, /* running worker_init */
-	WORKER_RECV,     /* waiting for a request; may be cancelled */
-	WORKER_BUSY,     /* handling a request or sending its reply */
-	WORKER_DONE,     /* left its loop, worker_fini done */
+/* Slots beyond max_inflight: always free to receive and shed. */
+#define SHED_SLOTS 4
+
+/* What a shed call is told to wait, in seconds. */
+#define SHED_RETRY_AFTER_S "1"
+
+enum slot_state {
+	SLOT_IDLE,   /* not receiving: before the start, or after the stop */
+	SLOT_RECV,   /* waiting for a request on its aio; may be cancelled */
+	SLOT_QUEUED, /* holds an admitted request, on the queue */
+	SLOT_BUSY,   /* a worker handles its request and sends the reply */
+	SLOT_SHED,   /* sending an OVERLOADED reply on its own aio */
+};
+
+struct srv_slot {
+	shop_rpc_server *s;
+	nng_ctx ctx;
+	nng_aio *aio;          /* callback slot_cb: receives, and sends a shed reply */
+	nng_msg *msg;          /* the queued request (SLOT_QUEUED) */
+	struct srv_slot *next; /* on the queue */
+	enum slot_state state; /* under s->mtx */
 };
 
 struct srv_worker {
 	shop_rpc_server *s;
 	int index;
-	nng_ctx ctx;
 	nng_aio *aio; /* no callback: the worker waits on it */
 	nng_thread *thr;
-	/* A lock of its own, so that workers never wait on each other's
-	 * (one shared lock was taken four times per request by each). */
-	nng_mtx *mtx;
-	enum worker_state state; /* under mtx */
-	bool stopping;           /* under mtx */
-	bool done;               /* under s->mtx: left its loop, worker_fini done */
+	bool done; /* under s->mtx: left its loop, worker_fini done */
 };
 
 struct shop_rpc_server {
@@ -58,13 +88,19 @@ struct shop_rpc_server {
 	nng_socket sock;
 	bool sock_open;
 	nng_mtx *mtx;
-	nng_cv *cv; /* signalled when a worker sets its done flag */
-	bool stopping; /* informational: each worker has its own flag */
-	int n_workers; /* workers whose ctx and aio exist */
+	nng_cv *cv;       /* signalled when a worker sets its done flag */
+	nng_cv *queue_cv; /* signalled when a call is queued, and at the stop */
+	bool stopping;    /* under mtx: no slot receives again */
+	bool closing;     /* under mtx: the grace is over, workers take no call */
+	int max_inflight;
+	int inflight;                 /* under mtx: admitted calls, queued or running */
+	struct srv_slot *head, *tail; /* under mtx: the queue */
+	int n_slots;                  /* slots whose ctx and aio exist */
+	int n_workers;                /* workers whose aio exists */
 	int n_threads; /* workers whose thread runs */
+	struct srv_slot *slots;
 	struct srv_worker *workers;
 };
-
 static const shop_rpc_method *method_find(const shop_rpc_server_config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_methods; i++)
@@ -250,18 +286,147 @@ static int worker_build_reply(shop_rpc_server *s, struct srv_worker *w, void *st
 	return 0;
 }
 
-/* Handles one request; takes ownership of msg. */
-static void worker_serve(shop_rpc_server *s, struct srv_worker *w, void *state, nng_msg *msg)
+/* The slot receives again, unless the server is stopping. Under s->mtx. */
+static void slot_recv_locked(shop_rpc_server *s, struct srv_slot *sl)
 {
+	if (s->stopping) {
+		sl->state = SLOT_IDLE;
+		return;
+	}
+	sl->state = SLOT_RECV;
+	nng_aio_set_timeout(sl->aio, NNG_DURATION_INFINITE);
+	nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+/* Turns a request beyond the bound into its OVERLOADED answer, in place.
+ * Counted in shop_rpc_server_handled_total{method,code="RESOURCE_EXHAUSTED"}
+ * under the method's name when it is registered ("unknown" otherwise).
+ * Returns 0, or -1 when out of memory. */
+static int shed_build_reply(shop_rpc_server *s, nng_msg *msg)
+{
+	int64_t started_us = shop_now_mono_us();
+	const char *metric_method = "unknown";
+	Shop__V1__RpcRequest *req = NULL;
+	const shop_rpc_method *m;
+	shop_rpc_reply reply;
+	uint8_t *out = NULL;
+	size_t out_len = 0;
 	int rv;
 
-	if (worker_build_reply(s, w, state, msg) != 0) {
+	if (nng_msg_len(msg) > 0)
+		req = shop__v1__rpc_request__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+	if (req != NULL && req->method != NULL && (m = method_find(&s->cfg, req->method)) != NULL)
+		metric_method = m->name;
+	shop_rpc_reply_init(&reply);
+	shop_rpc_reply_error(&reply, SHOP_RPC_RESOURCE_EXHAUSTED, "OVERLOADED",
+			     "the service has %d calls in hand; try again in " SHED_RETRY_AFTER_S
+			     " s",
+			     s->max_inflight);
+	shop_rpc_reply_meta(&reply, "retry_after", SHED_RETRY_AFTER_S);
+	server_metrics_record(metric_method, reply.code, started_us);
+	if (req != NULL)
+		shop__v1__rpc_request__free_unpacked(req, NULL);
+	rv = shop_rpc_reply_pack(&reply, &out, &out_len);
+	shop_rpc_reply_fini(&reply);
+	if (rv != 0)
+		return -1;
+	nng_msg_clear(msg);
+	rv = nng_msg_append(msg, out, out_len);
+	free(out);
+	return rv == 0 ? 0 : -1;
+}
+
+/* On an nng thread: a slot's receive or shed send completed. Never blocks. */
+static void slot_cb(void *arg)
+{
+	struct srv_slot *sl = arg;
+	shop_rpc_server *s = sl->s;
+	int rv = nng_aio_result(sl->aio);
+	nng_msg *msg;
+
+	nng_mtx_lock(s->mtx);
+	if (sl->state == SLOT_SHED) {
+		if (rv != 0) {
+			/* On failure the message is still ours. */
+			nng_msg_free(nng_aio_get_msg(sl->aio));
+			nng_aio_set_msg(sl->aio, NULL);
+		}
+		if (rv == NNG_ECLOSED)
+			sl->state = SLOT_IDLE;
+		else
+			slot_recv_locked(s, sl);
+		nng_mtx_unlock(s->mtx);
+		return;
+	}
+	/* SLOT_RECV */
+	if (rv != 0) {
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+			sl->state = SLOT_IDLE;
+		else
+			slot_recv_locked(s, sl); /* not seen: rep0 fails only so */
+		nng_mtx_unlock(s->mtx);
+		return;
+	}
+	msg = nng_aio_get_msg(sl->aio);
+	nng_aio_set_msg(sl->aio, NULL);
+	if (msg == NULL || s->stopping) {
+		if (msg == NULL)
+			slot_recv_locked(s, sl);
+		else
+			sl->state = SLOT_IDLE;
+		nng_mtx_unlock(s->mtx);
+		nng_msg_free(msg); /* accepts NULL */
+		return;
+	}
+	if (s->inflight < s->max_inflight) {
+		s->inflight++;
+		sl->msg = msg;
+		sl->next = NULL;
+		sl->state = SLOT_QUEUED;
+		if (s->tail != NULL)
+			s->tail->next = sl;
+		else
+			s->head = sl;
+		s->tail = sl;
+		nng_cv_wake1(s->queue_cv);
+		nng_mtx_unlock(s->mtx);
+		return;
+	}
+	sl->state = SLOT_SHED;
+	nng_mtx_unlock(s->mtx);
+	if (shed_build_reply(s, msg) != 0) {
+		nng_msg_free(msg);
+		nng_mtx_lock(s->mtx);
+		slot_recv_locked(s, sl);
+		nng_mtx_unlock(s->mtx);
+		return;
+	}
+	nng_aio_set_msg(sl->aio, msg);
+	nng_aio_set_timeout(sl->aio, SERVER_SEND_TIMEOUT_MS);
+	nng_ctx_send(sl->ctx, sl->aio); /* completes in slot_cb, state SLOT_SHED */
+}
+
+/* Handles the slot's request and sends its reply on the slot's context. */
+static void worker_serve(shop_rpc_server *s, struct srv_worker *w, void *state, struct srv_slot *sl)
+{
+	nng_msg *msg = sl->msg;
+	int rv;
+
+	sl->msg = NULL;
+	rv = worker_build_reply(s, w, state, msg);
+	/* The call's work is done: it leaves the bound before its reply is
+	 * sent, so that a caller that got the reply and calls again at once on
+	 * the same context is never shed for a call it no longer has. */
+	nng_mtx_lock(s->mtx);
+	s->inflight--;
+	nng_mtx_unlock(s->mtx);
+	if (rv != 0) {
 		nng_msg_free(msg);
 		return;
 	}
 	nng_aio_set_msg(w->aio, msg);
 	nng_aio_set_timeout(w->aio, SERVER_SEND_TIMEOUT_MS);
-	nng_ctx_send(w->ctx, w->aio);
+	nng_ctx_send(sl->ctx, w->aio);
 	nng_aio_wait(w->aio);
 	if ((rv = nng_aio_result(w->aio)) != 0) {
 		/* On failure the message is still ours. */
@@ -269,6 +434,7 @@ static void worker_serve(shop_rpc_server *s, struct srv_worker *w, void *state, 
 		nng_aio_set_msg(w->aio, NULL);
 		SHOP_LOG(WARN, "rpc: worker %d: reply not sent: %s", w->index, nng_strerror(rv));
 	}
+	nng_aio_set_msg(w->aio, NULL);
 }
 
 static void worker_main(void *arg)
@@ -276,83 +442,88 @@ static void worker_main(void *arg)
 	struct srv_worker *w = arg;
 	shop_rpc_server *s = w->s;
 	void *state = NULL;
-	int rv;
 
 	if (s->cfg.worker_init != NULL)
 		state = s->cfg.worker_init(s->cfg.app, w->index);
 	for (;;) {
-		/* The flag check and the receive are one step under the lock,
-		 * so destroy either sees WORKER_RECV and cancels the receive,
-		 * or this worker sees the flag. */
-		nng_mtx_lock(w->mtx);
-		if (w->stopping) {
-			nng_mtx_unlock(w->mtx);
+		struct srv_slot *sl;
+
+		nng_mtx_lock(s->mtx);
+		while (s->head == NULL && !s->stopping)
+			nng_cv_wait(s->queue_cv);
+		/* Stopping: drain the queue, unless the grace is over. */
+		if (s->head == NULL || s->closing) {
+			nng_mtx_unlock(s->mtx);
 			break;
 		}
-		w->state = WORKER_RECV;
-		nng_aio_set_timeout(w->aio, NNG_DURATION_INFINITE);
-		nng_ctx_recv(w->ctx, w->aio);
-		nng_mtx_unlock(w->mtx);
+		sl = s->head;
+		s->head = sl->next;
+		if (s->head == NULL)
+			s->tail = NULL;
+		sl->next = NULL;
+		sl->state = SLOT_BUSY;
+		nng_mtx_unlock(s->mtx);
 
-		nng_aio_wait(w->aio);
-		nng_mtx_lock(w->mtx);
-		w->state = WORKER_BUSY;
-		nng_mtx_unlock(w->mtx);
+		worker_serve(s, w, state, sl);
 
-		rv = nng_aio_result(w->aio);
-		if (rv == NNG_ECLOSED)
-			break;
-		if (rv == NNG_ECANCELED)
-			continue; /* destroy woke us; the loop sees the flag */
-		if (rv != 0) {
-			SHOP_LOG(WARN, "rpc: worker %d: receive failed: %s", w->index,
-				 nng_strerror(rv));
-			nng_msleep(10); /* do not spin on a persistent error */
-			continue;
-		}
-		worker_serve(s, w, state, nng_aio_get_msg(w->aio));
-		nng_aio_set_msg(w->aio, NULL);
+		nng_mtx_lock(s->mtx);
+		slot_recv_locked(s, sl);
+		nng_mtx_unlock(s->mtx);
 	}
 	if (s->cfg.worker_fini != NULL)
 		s->cfg.worker_fini(s->cfg.app, state);
-	nng_mtx_lock(w->mtx);
-	w->state = WORKER_DONE;
-	nng_mtx_unlock(w->mtx);
 	nng_mtx_lock(s->mtx);
 	w->done = true;
 	nng_cv_wake(s->cv);
 	nng_mtx_unlock(s->mtx);
 }
 
-/* Tells every running worker to stop, and cancels the receive of those
- * waiting for a request: each either sees its flag before its next
- * receive, or is in it and is cancelled. */
-static void workers_stop(shop_rpc_server *s)
+/* Sets the stopping flag, cancels the receive of every slot waiting for a
+ * request and wakes the workers: each slot either sees the flag before its
+ * next receive, or is in it and is cancelled. */
+static void server_stop(shop_rpc_server *s)
 {
-	for (int i = 0; i < s->n_threads; i++) {
-		struct srv_worker *w = &s->workers[i];
-
-		nng_mtx_lock(w->mtx);
-		w->stopping = true;
-		if (w->state == WORKER_RECV)
-			nng_aio_cancel(w->aio);
-		nng_mtx_unlock(w->mtx);
-	}
+	nng_mtx_lock(s->mtx);
+	s->stopping = true;
+	for (int i = 0; i < s->n_slots; i++)
+		if (s->slots[i].state == SLOT_RECV)
+			nng_aio_cancel(s->slots[i].aio);
+	nng_cv_wake(s->queue_cv);
+	nng_mtx_unlock(s->mtx);
 }
 
 /* Closes the socket, joins the threads and frees everything; the caller
- * has run workers_stop already when threads run. */
+ * has run server_stop already when threads run or slots receive. */
 static void server_free(shop_rpc_server *s)
 {
+	if (s->mtx != NULL) {
+		nng_mtx_lock(s->mtx);
+		s->stopping = true;
+		s->closing = true;
+		if (s->queue_cv != NULL)
+			nng_cv_wake(s->queue_cv);
+		nng_mtx_unlock(s->mtx);
+	}
 	if (s->sock_open)
 		nng_close(s->sock); /* fails pending receives and sends: ECLOSED */
 	for (int i = 0; i < s->n_threads; i++)
 		nng_thread_destroy(s->workers[i].thr); /* joins */
-	for (int i = 0; i < s->n_workers; i++) {
-		nng_aio_free(s->workers[i].aio);
-		nng_mtx_free(s->workers[i].mtx);
+	/* Waits for a callback still running; none starts again (stopping). */
+	for (int i = 0; i < s->n_slots; i++)
+		nng_aio_stop(s->slots[i].aio);
+	for (int i = 0; i < s->n_slots; i++) {
+		struct srv_slot *sl = &s->slots[i];
+
+		if (sl->msg != NULL) /* queued, never taken */
+			nng_msg_free(sl->msg);
+		nng_aio_free(sl->aio);
 	}
+	for (int i = 0; i < s->n_workers; i++)
+		nng_aio_free(s->workers[i].aio);
+	free(s->slots);
 	free(s->workers);
+	if (s->queue_cv != NULL)
+		nng_cv_free(s->queue_cv);
 	if (s->cv != NULL)
 		nng_cv_free(s->cv);
 	if (s->mtx != NULL)
@@ -372,9 +543,16 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NNG_ENOMEM;
 	s->cfg = *cfg;
-	if ((rv = nng_mtx_alloc(&s->mtx)) != 0 || (rv = nng_cv_alloc(&s->cv, s->mtx)) != 0)
+	s->max_inflight = cfg->max_inflight > 0
+			      ? cfg->max_inflight
+			      : SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER * cfg->workers;
+	if (s->max_inflight < cfg->workers)
+		s->max_inflight = cfg->workers;
+	if ((rv = nng_mtx_alloc(&s->mtx)) != 0 || (rv = nng_cv_alloc(&s->cv, s->mtx)) != 0 ||
+	    (rv = nng_cv_alloc(&s->queue_cv, s->mtx)) != 0)
 		goto out_free;
-	if ((s->workers = calloc((size_t)cfg->workers, sizeof(*s->workers))) == NULL) {
+	if ((s->workers = calloc((size_t)cfg->workers, sizeof(*s->workers))) == NULL ||
+	    (s->slots = calloc((size_t)s->max_inflight + SHED_SLOTS, sizeof(*s->slots))) == NULL) {
 		rv = NNG_ENOMEM;
 		goto out_free;
 	}
@@ -383,20 +561,24 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 	s->sock_open = true;
 	if ((rv = shop_nng_socket_defaults(s->sock)) != 0)
 		goto out_free;
+	for (int i = 0; i < s->max_inflight + SHED_SLOTS; i++) {
+		struct srv_slot *sl = &s->slots[i];
+
+		sl->s = s;
+		sl->state = SLOT_IDLE;
+		if ((rv = nng_ctx_open(&sl->ctx, s->sock)) != 0)
+			goto out_free;
+		if ((rv = nng_aio_alloc(&sl->aio, slot_cb, sl)) != 0)
+			goto out_free;
+		s->n_slots++;
+	}
 	for (int i = 0; i < cfg->workers; i++) {
 		struct srv_worker *w = &s->workers[i];
 
 		w->s = s;
 		w->index = i;
-		w->state = WORKER_STARTING;
-		if ((rv = nng_ctx_open(&w->ctx, s->sock)) != 0)
-			goto out_free;
 		if ((rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0)
 			goto out_free;
-		if ((rv = nng_mtx_alloc(&w->mtx)) != 0) {
-			nng_aio_free(w->aio);
-			goto out_free;
-		}
 		s->n_workers++;
 	}
 	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0)
@@ -411,15 +593,17 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 		nng_thread_set_name(s->workers[i].thr, name);
 		s->n_threads++;
 	}
-	SHOP_LOG(INFO, "rpc: serving %s with %d workers", cfg->url, cfg->workers);
+	nng_mtx_lock(s->mtx);
+	for (int i = 0; i < s->n_slots; i++)
+		slot_recv_locked(s, &s->slots[i]);
+	nng_mtx_unlock(s->mtx);
+	SHOP_LOG(INFO, "rpc: serving %s with %d workers, at most %d calls in hand", cfg->url,
+		 cfg->workers, s->max_inflight);
 	*out = s;
 	return 0;
 
 out_stop:
-	nng_mtx_lock(s->mtx);
-	s->stopping = true;
-	nng_mtx_unlock(s->mtx);
-	workers_stop(s);
+	server_stop(s);
 out_free:
 	SHOP_LOG(ERROR, "rpc: server on %s not started: %s", cfg->url, nng_strerror(rv));
 	server_free(s);
@@ -434,11 +618,8 @@ void shop_rpc_server_destroy(shop_rpc_server *s, int grace_ms)
 		return;
 	/* The listener stays open until the socket closes: closing it would
 	 * also close the pipes it accepted, and with them the replies of the
-	 * calls in flight. */
-	nng_mtx_lock(s->mtx);
-	s->stopping = true;
-	nng_mtx_unlock(s->mtx);
-	workers_stop(s);
+	 * calls in flight and queued. */
+	server_stop(s);
 	nng_mtx_lock(s->mtx);
 	until = nng_clock() + (nng_time)(grace_ms > 0 ? grace_ms : 0);
 	for (;;) {
@@ -449,6 +630,7 @@ void shop_rpc_server_destroy(shop_rpc_server *s, int grace_ms)
 		if (done == s->n_threads || nng_cv_until(s->cv, until) == NNG_ETIMEDOUT)
 			break;
 	}
+	s->closing = true; /* the workers still running take no further call */
 	nng_mtx_unlock(s->mtx);
 	SHOP_LOG(INFO, "rpc: stopped serving %s", s->cfg.url);
 	server_free(s);

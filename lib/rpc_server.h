@@ -4,7 +4,9 @@
  * A request is one serialized RpcRequest. The server answers every request
  * with exactly one RpcResponse: INVALID_ARGUMENT for bytes that do not parse
  * (envelope or payload), UNIMPLEMENTED for an unknown method,
- * DEADLINE_EXCEEDED when deadline_unix_ms has passed on arrival, and
+ * DEADLINE_EXCEEDED when deadline_unix_ms has passed before a worker takes
+ * it, RESOURCE_EXHAUSTED (reason OVERLOADED, metadata retry_after) at once
+ * when max_inflight calls are already in hand (queued or running), and
  * otherwise whatever the handler replies. */
 #ifndef SHOP_RPC_SERVER_H
 #define SHOP_RPC_SERVER_H
@@ -16,6 +18,12 @@
 #include "rpc.h"
 
 typedef struct shop_rpc_server shop_rpc_server;
+
+/* max_inflight's default, per worker: 64 for 8 workers, twice a caller's
+ * pool of 32 contexts per connection (lib/upstream.c), so that two callers
+ * at their pool's limit (the gateway and svc-order on a product instance)
+ * are queued, not shed. */
+#define SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER 8
 
 /* What a handler knows about the call. All borrowed for the call's length. */
 typedef struct shop_rpc_call {
@@ -46,6 +54,10 @@ typedef struct shop_rpc_method {
 typedef struct shop_rpc_server_config {
 	const char *url; /* listen URL, e.g. "tcp://127.0.0.1:7211" */
 	int workers;     /* ≥ 1 */
+	/* Calls admitted at once, queued or running; beyond it a request is
+	 * shed at once. 0: SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER × workers;
+	 * less than workers: workers. */
+	int max_inflight;
 	const shop_rpc_method *methods; /* borrowed for the server's lifetime */
 	size_t n_methods;
 	void *app; /* passed to handlers */

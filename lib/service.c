@@ -51,6 +51,7 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 	c->admin_host = c->admin_host_buf;
 	c->weight = shop_env_int(e, "SHOP_WEIGHT", 100, 0, 1000000);
 	c->workers = shop_env_int(e, "SHOP_WORKERS", 8, 1, 256);
+	c->max_inflight = shop_env_int(e, "SHOP_RPC_MAX_INFLIGHT", 0, 0, 4096);
 	c->survey_url = shop_env_nng_url(e, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
 	c->pg_dsn = shop_env_str(e, "SHOP_PG_DSN", NULL, true);
 	c->log_level = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
@@ -219,6 +220,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.url = c->rpc_url;
 	scfg.workers = (int)c->workers;
+	scfg.max_inflight = (int)c->max_inflight;
 	scfg.methods = methods;
 	scfg.n_methods = n_methods;
 	scfg.app = app;

@@ -22,6 +22,7 @@ typedef struct shop_service_config {
 	char admin_host_buf[64];
 	int64_t weight;  /* SHOP_WEIGHT */
 	int64_t workers; /* SHOP_WORKERS */
+	int64_t max_inflight;   /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
 	const char *survey_url; /* SHOP_REGISTRY_SURVEY_URL */
 	const char *pg_dsn;     /* SHOP_PG_DSN */
 	const char *log_level;  /* SHOP_LOG_LEVEL */

@@ -19,7 +19,8 @@ def test_bench_smoke_prints_the_table():
     check(p.returncode == 0, "bench --smoke exited %d:\n%s" % (p.returncode, out[-1500:]))
     for row in ("GET /orders/{id} (cache hit)", "GET /products?page_size=10",
                 "POST /orders (one product)", "POST /orders, products down (503)",
-                "POST /auth/sign-in", "pgbench -N", "resident memory (RSS):", "together (PSS",
+                "POST /auth/sign-in", "GET /products, alone", "GET /products, 64 signing in",
+                "pgbench -N", "resident memory (RSS):", "together (PSS",
                 "services alone over nng", "GetOrder (cache hit)", "ListProducts page_size=10",
                 "unknown method (nng + dispatch)", "Argon2id verifies/s", "./shop up to ready"):
         check(row in out, "no %r row in:\n%s" % (row, out[-1500:]))

@@ -86,6 +86,8 @@ static struct {
 	int count[MAX_CALLS];
 	int rv[MAX_CALLS];
 	int code[MAX_CALLS];
+	bool overloaded[MAX_CALLS]; /* reason OVERLOADED with retry_after */
+	int64_t done_us[MAX_CALLS]; /* monotonic, when the callback ran */
 } col = {.mtx = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void col_reset(void)
@@ -95,6 +97,8 @@ static void col_reset(void)
 	memset(col.count, 0, sizeof(col.count));
 	memset(col.rv, 0, sizeof(col.rv));
 	memset(col.code, 0, sizeof(col.code));
+	memset(col.overloaded, 0, sizeof(col.overloaded));
+	memset(col.done_us, 0, sizeof(col.done_us));
 	pthread_mutex_unlock(&col.mtx);
 }
 
@@ -106,6 +110,10 @@ static void col_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	col.count[i]++;
 	col.rv[i] = rv;
 	col.code[i] = resp != NULL ? resp->code : -1;
+	col.overloaded[i] = resp != NULL && resp->reason != NULL &&
+			    strcmp(resp->reason, "OVERLOADED") == 0 &&
+			    shop_rpc_response_meta(resp, "retry_after") != NULL;
+	col.done_us[i] = shop_now_mono_us();
 	col.done++;
 	pthread_cond_broadcast(&col.cv);
 	pthread_mutex_unlock(&col.mtx);
@@ -529,27 +537,151 @@ static void test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake(vo
 	shop_rpc_server_destroy(srv, 1000);
 }
 
-SHOP_TEST_MAIN("rpc_nng",
-	       {"server starts with its workers", test_rpc_nng_server_starts_with_workers},
-	       {"sync round trip", test_rpc_nng_sync_round_trip},
-	       {"200 async calls through a pool of 8 complete once",
-		test_rpc_nng_200_async_calls_complete_once},
-	       {"a full queue is NNG_EAGAIN", test_rpc_nng_full_queue_is_eagain},
-	       {"junk bytes get INVALID_ARGUMENT", test_rpc_nng_junk_bytes_get_invalid_argument},
-	       {"unknown method is UNIMPLEMENTED", test_rpc_nng_unknown_method_is_unimplemented},
-	       {"passed deadline is DEADLINE_EXCEEDED",
-		test_rpc_nng_passed_deadline_is_deadline_exceeded},
-	       {"client: passed deadline fails without sending",
-		test_rpc_nng_client_passed_deadline_fails_without_sending},
-	       {"slow server: NNG_ETIMEDOUT, once", test_rpc_nng_slow_server_times_out_once},
-	       {"no server: NNG_ETIMEDOUT", test_rpc_nng_no_server_times_out},
-	       {"after an expired call, a receive timeout is NNG_ETIMEDOUT",
-		test_rpc_nng_after_an_expired_call_a_receive_timeout_is_etimedout},
-	       {"after an expired call, a send timeout is NNG_ETIMEDOUT",
-		test_rpc_nng_after_an_expired_call_a_send_timeout_is_etimedout},
-	       {"dials again after a peer closed during the handshake",
-		test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake},
-	       {"conn destroy fails calls in flight with NNG_ECLOSED",
-		test_rpc_nng_destroy_fails_calls_in_flight},
-	       {"server destroy lets calls in flight finish",
-		test_rpc_nng_server_destroy_drains_calls_in_flight})
+/* A server of its own on an ipc address: 1 worker, at most 2 calls in hand.
+ * Of 8 slow calls at once, the 2 admitted complete; the 6 beyond the bound
+ * are answered RESOURCE_EXHAUSTED/OVERLOADED with retry_after at once, not
+ * after the slow ones (without admission they waited in nng: 8 × 300 ms). */
+static void test_rpc_nng_beyond_max_inflight_is_resource_exhausted_at_once(void)
+{
+	shop_rpc_server_config cfg = {
+	    .workers = 1, .max_inflight = 2, .methods = methods, .n_methods = 1};
+	shop_rpc_server *srv = NULL;
+	shop_rpc_conn *c = NULL;
+	char ipc_url[96];
+	int64_t t0, slowest_shed_ms = 0;
+	int ok = 0, shed = 0, accepted = 0;
+
+	snprintf(ipc_url, sizeof(ipc_url), "ipc:///tmp/shop-rpctest-%d-shed.ipc", (int)getpid());
+	cfg.url = ipc_url;
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&srv, &cfg), 0);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, ipc_url, 8, 8), 0);
+	t0 = shop_now_mono_us();
+	while (!shop_rpc_conn_is_up(c) && shop_now_mono_us() - t0 < 3000000)
+		nng_msleep(5);
+	col_reset();
+	t0 = shop_now_mono_us();
+	for (int i = 0; i < 8; i++)
+		accepted += call_list(c, i, 300, "sleep", 5000) == 0;
+	CU_ASSERT_EQUAL(accepted, 8);
+	CU_ASSERT_EQUAL(col_wait(8, 4000), 8);
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < 8; i++) {
+		int64_t ms = (col.done_us[i] - t0) / 1000;
+
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		if (col.code[i] == SHOP_RPC_OK) {
+			ok++;
+		} else if (col.code[i] == SHOP_RPC_RESOURCE_EXHAUSTED && col.overloaded[i]) {
+			shed++;
+			if (ms > slowest_shed_ms)
+				slowest_shed_ms = ms;
+		}
+	}
+	pthread_mutex_unlock(&col.mtx);
+	printf("\n    %d completed, %d shed, the slowest shed in %lld ms ", ok, shed,
+	       (long long)slowest_shed_ms);
+	CU_ASSERT_EQUAL(ok, 2);
+	CU_ASSERT_EQUAL(shed, 6);
+	CU_ASSERT(slowest_shed_ms < 150); /* the first slow call takes 300 */
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(srv, 1000);
+}
+
+/* Destroy with calls queued behind a busy worker: within the grace every
+ * admitted call is handled and answered (the drain takes the queue). */
+static void test_rpc_nng_server_destroy_answers_queued_calls(void)
+{
+	shop_rpc_server_config cfg = {
+	    .workers = 1, .max_inflight = 4, .methods = methods, .n_methods = 1};
+	shop_rpc_server *srv = NULL;
+	shop_rpc_conn *c = NULL;
+	char ipc_url[96];
+	int64_t t0;
+
+	snprintf(ipc_url, sizeof(ipc_url), "ipc:///tmp/shop-rpctest-%d-drain.ipc", (int)getpid());
+	cfg.url = ipc_url;
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&srv, &cfg), 0);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, ipc_url, 4, 4), 0);
+	t0 = shop_now_mono_us();
+	while (!shop_rpc_conn_is_up(c) && shop_now_mono_us() - t0 < 3000000)
+		nng_msleep(5);
+	col_reset();
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(call_list(c, i, 150, "sleep", 5000), 0);
+	nng_msleep(50); /* one in the handler, three queued */
+	shop_rpc_server_destroy(srv, 3000);
+	CU_ASSERT_EQUAL(col_wait(4, 3000), 4);
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < 4; i++) {
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		CU_ASSERT_EQUAL(col.code[i], SHOP_RPC_OK);
+	}
+	pthread_mutex_unlock(&col.mtx);
+	shop_rpc_conn_destroy(c);
+}
+
+/* Destroy with a grace shorter than the queue: destroy returns after the
+ * grace and the running handler, the calls still queued are freed with the
+ * socket (LeakSanitizer checks), and every caller hears exactly once. */
+static void test_rpc_nng_server_destroy_past_the_grace_frees_queued_calls(void)
+{
+	shop_rpc_server_config cfg = {
+	    .workers = 1, .max_inflight = 6, .methods = methods, .n_methods = 1};
+	shop_rpc_server *srv = NULL;
+	shop_rpc_conn *c = NULL;
+	char ipc_url[96];
+	int64_t t0, ms;
+
+	snprintf(ipc_url, sizeof(ipc_url), "ipc:///tmp/shop-rpctest-%d-grace.ipc", (int)getpid());
+	cfg.url = ipc_url;
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_server_create(&srv, &cfg), 0);
+	CU_ASSERT_EQUAL_FATAL(shop_rpc_conn_create(&c, ipc_url, 6, 6), 0);
+	t0 = shop_now_mono_us();
+	while (!shop_rpc_conn_is_up(c) && shop_now_mono_us() - t0 < 3000000)
+		nng_msleep(5);
+	col_reset();
+	for (int i = 0; i < 6; i++)
+		CU_ASSERT_EQUAL(call_list(c, i, 200, "sleep", 1000), 0);
+	nng_msleep(50);
+	t0 = shop_now_mono_us();
+	shop_rpc_server_destroy(srv, 100);
+	ms = (shop_now_mono_us() - t0) / 1000;
+	printf("\n    destroy took %lld ms ", (long long)ms);
+	CU_ASSERT(ms < 600);
+	CU_ASSERT_EQUAL(col_wait(6, 3000), 6);
+	shop_rpc_conn_destroy(c);
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < 6; i++)
+		CU_ASSERT_EQUAL(col.count[i], 1);
+	pthread_mutex_unlock(&col.mtx);
+}
+
+SHOP_TEST_MAIN(
+    "rpc_nng", {"server starts with its workers", test_rpc_nng_server_starts_with_workers},
+    {"sync round trip", test_rpc_nng_sync_round_trip},
+    {"200 async calls through a pool of 8 complete once",
+     test_rpc_nng_200_async_calls_complete_once},
+    {"a full queue is NNG_EAGAIN", test_rpc_nng_full_queue_is_eagain},
+    {"junk bytes get INVALID_ARGUMENT", test_rpc_nng_junk_bytes_get_invalid_argument},
+    {"unknown method is UNIMPLEMENTED", test_rpc_nng_unknown_method_is_unimplemented},
+    {"passed deadline is DEADLINE_EXCEEDED", test_rpc_nng_passed_deadline_is_deadline_exceeded},
+    {"client: passed deadline fails without sending",
+     test_rpc_nng_client_passed_deadline_fails_without_sending},
+    {"slow server: NNG_ETIMEDOUT, once", test_rpc_nng_slow_server_times_out_once},
+    {"no server: NNG_ETIMEDOUT", test_rpc_nng_no_server_times_out},
+    {"after an expired call, a receive timeout is NNG_ETIMEDOUT",
+     test_rpc_nng_after_an_expired_call_a_receive_timeout_is_etimedout},
+    {"after an expired call, a send timeout is NNG_ETIMEDOUT",
+     test_rpc_nng_after_an_expired_call_a_send_timeout_is_etimedout},
+    {"beyond max_inflight: RESOURCE_EXHAUSTED at once",
+     test_rpc_nng_beyond_max_inflight_is_resource_exhausted_at_once},
+    {"server destroy answers the calls queued", test_rpc_nng_server_destroy_answers_queued_calls},
+    {"server destroy past the grace frees the calls queued",
+     test_rpc_nng_server_destroy_past_the_grace_frees_queued_calls},
+    {"dials again after a peer closed during the handshake",
+     test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake},
+    {"conn destroy fails calls in flight with NNG_ECLOSED",
+     test_rpc_nng_destroy_fails_calls_in_flight},
+    {"server destroy lets calls in flight finish",
+     test_rpc_nng_server_destroy_drains_calls_in_flight})
