@@ -209,7 +209,7 @@ void shop_breaker_stats_get(shop_breaker *b, int64_t now_us, shop_breaker_stats 
 	tick(b, now_us);
 	out->state = b->state;
 	out->failure_rate_pct =
-		b->ring_len >= b->cfg.min_calls ? b->ring_failed * 100 / b->ring_len : -1;
+	    b->ring_len >= b->cfg.min_calls ? b->ring_failed * 100 / b->ring_len : -1;
 	out->successful = b->successful;
 	out->failed = b->failed;
 	out->not_permitted = b->not_permitted;

@@ -58,7 +58,7 @@ void shop_rpc_reply_fini(shop_rpc_reply *r);
 int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg);
 /* Sets an error: code, stable reason (UPPER_SNAKE) and a printf message. */
 void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 /* As shop_rpc_reply_error, and marks the reply dependency_failed: the
  * service is working and answers for a dependency that failed (a call of
  * its own to another service failed, timed out or found every breaker

@@ -97,7 +97,7 @@ struct shop_rpc_server {
 	struct srv_slot *head, *tail; /* under mtx: the queue */
 	int n_slots;                  /* slots whose ctx and aio exist */
 	int n_workers;                /* workers whose aio exists */
-	int n_threads; /* workers whose thread runs */
+	int n_threads;                /* workers whose thread runs */
 	struct srv_slot *slots;
 	struct srv_worker *workers;
 };

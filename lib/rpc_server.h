@@ -35,7 +35,7 @@ typedef struct shop_rpc_call {
 	char trace_id[33]; /* from traceparent, "" when none */
 	int64_t deadline_unix_ms;
 	int64_t caller_user_id;
-	void *worker;    /* what worker_init returned for this worker */
+	void *worker; /* what worker_init returned for this worker */
 	int worker_index;
 } shop_rpc_call;
 

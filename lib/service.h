@@ -14,14 +14,14 @@
 #include "upstream.h"
 
 typedef struct shop_service_config {
-	const char *service;  /* "product" */
-	const char *instance; /* SHOP_INSTANCE */
-	const char *rpc_url;  /* SHOP_RPC_URL: listen and advertise */
+	const char *service;    /* "product" */
+	const char *instance;   /* SHOP_INSTANCE */
+	const char *rpc_url;    /* SHOP_RPC_URL: listen and advertise */
 	const char *admin_host; /* SHOP_ADMIN_ADDR */
 	uint16_t admin_port;
 	char admin_host_buf[64];
-	int64_t weight;  /* SHOP_WEIGHT */
-	int64_t workers; /* SHOP_WORKERS */
+	int64_t weight;         /* SHOP_WEIGHT */
+	int64_t workers;        /* SHOP_WORKERS */
 	int64_t max_inflight;   /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
 	const char *survey_url; /* SHOP_REGISTRY_SURVEY_URL */
 	const char *pg_dsn;     /* SHOP_PG_DSN */

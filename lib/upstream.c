@@ -57,7 +57,7 @@ struct shop_upstream {
 	shop_registry_view *view; /* borrowed */
 	char caller[32];
 	shop_breaker_config bcfg;
-	int per_try_pct; /* an idempotent call's first try: this % of its deadline */
+	int per_try_pct;     /* an idempotent call's first try: this % of its deadline */
 	pthread_mutex_t mtx; /* guards the lists, every entry's refs, closing */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on destroy */
 	bool closing;        /* destroy began: nothing is picked any more */

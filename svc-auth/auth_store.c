@@ -126,7 +126,8 @@ int auth_store_set_hash(shop_pg *pg, int64_t id, const char *hash)
 	PGresult *res;
 
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
-	res = shop_pg_query(pg, "UPDATE users SET password_hash = $1 WHERE id = $2", 2, params, NULL);
+	res =
+	    shop_pg_query(pg, "UPDATE users SET password_hash = $1 WHERE id = $2", 2, params, NULL);
 	PQclear(res);
 	return res != NULL ? 0 : -1;
 }

@@ -16,7 +16,7 @@
 #include "product.pb-c.h"
 #include "service.h"
 
-#define ORDER_IDS_MAX 100
+#define ORDER_IDS_MAX       100
 #define IDEMPOTENCY_KEY_MAX 255
 
 static void reply_order_not_found(shop_rpc_reply *reply, int64_t id)
@@ -24,7 +24,8 @@ static void reply_order_not_found(shop_rpc_reply *reply, int64_t id)
 	char sid[24];
 
 	snprintf(sid, sizeof(sid), "%" PRId64, id);
-	shop_rpc_reply_error(reply, SHOP_RPC_NOT_FOUND, "ORDER_NOT_FOUND", "Order %s not found", sid);
+	shop_rpc_reply_error(reply, SHOP_RPC_NOT_FOUND, "ORDER_NOT_FOUND", "Order %s not found",
+			     sid);
 	shop_rpc_reply_meta(reply, "order_id", sid);
 }
 
@@ -48,9 +49,9 @@ static int fetch_products(order_app *app, shop_rpc_call *call, const int64_t *id
 {
 	Shop__V1__GetProductsRequest req = SHOP__V1__GET_PRODUCTS_REQUEST__INIT;
 	shop_rpc_call_opts o = {
-		.traceparent = call->traceparent,
-		.caller_user_id = call->caller_user_id,
-		.idempotent = true,
+	    .traceparent = call->traceparent,
+	    .caller_user_id = call->caller_user_id,
+	    .idempotent = true,
 	};
 	Shop__V1__RpcResponse *resp = NULL;
 	Shop__V1__GetProductsResponse *got = NULL;
@@ -64,11 +65,12 @@ static int fetch_products(order_app *app, shop_rpc_call *call, const int64_t *id
 	o.deadline_unix_ms = deadline;
 	req.n_ids = n;
 	req.ids = (int64_t *)ids;
-	rv = shop_upstream_call_sync(app->products, "product", "/shop.v1.ProductService/GetProducts",
-				     &req.base, &o, &resp, instance, sizeof(instance));
+	rv =
+	    shop_upstream_call_sync(app->products, "product", "/shop.v1.ProductService/GetProducts",
+				    &req.base, &o, &resp, instance, sizeof(instance));
 	if (rv == 0 && resp->code == SHOP_RPC_OK)
 		got = shop__v1__get_products_response__unpack(NULL, resp->payload.len,
-							       resp->payload.data);
+							      resp->payload.data);
 	if (got == NULL) {
 		SHOP_LOG_T(WARN, call->trace_id, "product check failed: %s%s",
 			   rv != 0 ? nng_strerror(rv) : "answer ",
@@ -117,8 +119,7 @@ static const Shop__V1__Product *find_product(const Shop__V1__GetProductsResponse
 }
 
 /* Stores the committed order in the cache and packs it as the answer. */
-static void reply_order(order_app *app, shop_rpc_call *call, order_row *o,
-			shop_rpc_reply *reply)
+static void reply_order(order_app *app, shop_rpc_call *call, order_row *o, shop_rpc_reply *reply)
 {
 	order_cache_put(shop_service_redis(call), &o->msg, o->version, app->cache_ttl_s);
 	shop_rpc_reply_ok(reply, &o->msg.base);
@@ -165,14 +166,16 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 					i > 0 ? "," : "", req->product_ids[i]);
 	}
 	if (key != NULL && !valid_key(key)) {
-		shop_rpc_reply_bad_field(reply, "idempotency_key", "must be 1 to 255 visible ASCII characters");
+		shop_rpc_reply_bad_field(reply, "idempotency_key",
+					 "must be 1 to 255 visible ASCII characters");
 		return;
 	}
 	if (key != NULL) {
 		rv = order_store_find_key(shop_service_pg(call), call->caller_user_id, key, request,
 					  &existing);
 		if (rv == ORDER_STORE_OK)
-			rv = order_store_get(shop_service_pg(call), call->caller_user_id, existing, &o);
+			rv = order_store_get(shop_service_pg(call), call->caller_user_id, existing,
+					     &o);
 		if (rv == ORDER_STORE_OK) {
 			reply_order(app, call, &o, reply);
 			goto out;
@@ -200,8 +203,8 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 		}
 		items[i] = (order_item_in){p->id, p->name, p->supply_price};
 	}
-	rv = order_store_create(shop_service_pg(call), call->caller_user_id, items, req->n_product_ids,
-				key, request, &o);
+	rv = order_store_create(shop_service_pg(call), call->caller_user_id, items,
+				req->n_product_ids, key, request, &o);
 	if (rv == ORDER_STORE_KEY_REUSED)
 		goto key_reused;
 	if (rv != ORDER_STORE_OK) {
@@ -236,7 +239,7 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 		return;
 	if (req->order_id <= 0 || req->product_id <= 0) {
 		shop_rpc_reply_bad_field(reply, req->order_id <= 0 ? "order_id" : "product_id",
-				"must be a positive id");
+					 "must be a positive id");
 		return;
 	}
 	if (!shop_pg_ok(shop_service_pg(call))) {
@@ -250,7 +253,8 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 		goto out;
 	}
 	item = (order_item_in){p->id, p->name, p->supply_price};
-	rv = order_store_add_item(shop_service_pg(call), call->caller_user_id, req->order_id, &item, &o);
+	rv = order_store_add_item(shop_service_pg(call), call->caller_user_id, req->order_id, &item,
+				  &o);
 	if (rv == ORDER_STORE_NOT_FOUND)
 		reply_order_not_found(reply, req->order_id);
 	else if (rv != ORDER_STORE_OK)
@@ -299,7 +303,8 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 		 * Redis was unreachable a moment ago. */
 		if (cr == ORDER_CACHE_MISS ||
 		    (order_cache_is_dirty(req->order_id) && shop_service_redis(call) != NULL))
-			order_cache_put(shop_service_redis(call), &o.msg, o.version, app->cache_ttl_s);
+			order_cache_put(shop_service_redis(call), &o.msg, o.version,
+					app->cache_ttl_s);
 		if (shop_rpc_reply_ok(reply, &o.msg.base) == 0)
 			shop_rpc_reply_meta(reply, "cache",
 					    cr == ORDER_CACHE_MISS ? "MISS" : "BYPASS");
@@ -308,10 +313,10 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 }
 
 const shop_rpc_method order_methods[] = {
-	{"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor,
-	 create_order},
-	{"/shop.v1.OrderService/AddOrderItem", &shop__v1__add_order_item_request__descriptor,
-	 add_order_item},
-	{"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order},
+    {"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor,
+     create_order},
+    {"/shop.v1.OrderService/AddOrderItem", &shop__v1__add_order_item_request__descriptor,
+     add_order_item},
+    {"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order},
 };
 const size_t order_n_methods = sizeof(order_methods) / sizeof(order_methods[0]);

@@ -10,27 +10,29 @@
 #include "strbuf.h"
 
 const shop_migration order_migrations[] = {
-	{1, "CREATE TABLE orders ("
-	    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-	    "  user_id bigint NOT NULL CHECK (user_id > 0),"
-	    "  total_supply_price bigint NOT NULL DEFAULT 0,"
-	    "  version bigint NOT NULL DEFAULT 1,"
-	    "  created_at timestamptz NOT NULL DEFAULT now(),"
-	    "  updated_at timestamptz NOT NULL DEFAULT now());"
-	    "CREATE TABLE order_items ("
-	    "  order_id bigint NOT NULL REFERENCES orders (id),"
-	    "  position int NOT NULL,"
-	    "  product_id bigint NOT NULL,"
-	    "  name text NOT NULL,"
-	    "  supply_price bigint NOT NULL,"
-	    "  PRIMARY KEY (order_id, position));"
-	    "CREATE TABLE idempotency_keys ("
-	    "  user_id bigint NOT NULL,"
-	    "  key text NOT NULL,"
-	    "  request text NOT NULL,"
-	    "  order_id bigint NOT NULL REFERENCES orders (id),"
-	    "  created_at timestamptz NOT NULL DEFAULT now(),"
-	    "  PRIMARY KEY (user_id, key))", NULL},
+    {1,
+     "CREATE TABLE orders ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  user_id bigint NOT NULL CHECK (user_id > 0),"
+     "  total_supply_price bigint NOT NULL DEFAULT 0,"
+     "  version bigint NOT NULL DEFAULT 1,"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  updated_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE TABLE order_items ("
+     "  order_id bigint NOT NULL REFERENCES orders (id),"
+     "  position int NOT NULL,"
+     "  product_id bigint NOT NULL,"
+     "  name text NOT NULL,"
+     "  supply_price bigint NOT NULL,"
+     "  PRIMARY KEY (order_id, position));"
+     "CREATE TABLE idempotency_keys ("
+     "  user_id bigint NOT NULL,"
+     "  key text NOT NULL,"
+     "  request text NOT NULL,"
+     "  order_id bigint NOT NULL REFERENCES orders (id),"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  PRIMARY KEY (user_id, key))",
+     NULL},
 };
 const int order_n_migrations = sizeof(order_migrations) / sizeof(order_migrations[0]);
 
@@ -105,14 +107,15 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 	memset(out, 0, sizeof(*out));
 	fmt_i64(sid, id);
 	fmt_i64(suser, user_id);
-	res = shop_pg_query(pg,
-			    "SELECT o.id, o.user_id, o.total_supply_price, o.version, " TS(
-				"o.created_at") ", " TS("o.updated_at") ", i.product_id, i.name, "
-									"i.supply_price "
-			    "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id "
-			    "WHERE o.id = $1 AND ($2::bigint = 0 OR o.user_id = $2) "
-			    "ORDER BY i.position",
-			    2, params, NULL);
+	res = shop_pg_query(
+	    pg,
+	    "SELECT o.id, o.user_id, o.total_supply_price, o.version, " TS("o.created_at") ", " TS(
+		"o.updated_at") ", i.product_id, i.name, "
+				"i.supply_price "
+				"FROM orders o LEFT JOIN order_items i ON i.order_id = o.id "
+				"WHERE o.id = $1 AND ($2::bigint = 0 OR o.user_id = $2) "
+				"ORDER BY i.position",
+	    2, params, NULL);
 	if (res == NULL)
 		return ORDER_STORE_DOWN;
 	if (PQntuples(res) == 0) {
@@ -127,11 +130,10 @@ static int load(shop_pg *pg, int64_t user_id, int64_t id, order_row *out)
 		items[i].name = PQgetvalue(res, (int)i, 7); /* copied by row_build */
 		items[i].supply_price = strtoll(PQgetvalue(res, (int)i, 8), NULL, 10);
 	}
-	rv = row_build(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 1), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 2), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 3), NULL, 10), PQgetvalue(res, 0, 4),
-		       PQgetvalue(res, 0, 5), items, n);
+	rv = row_build(
+	    out, strtoll(PQgetvalue(res, 0, 0), NULL, 10), strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+	    strtoll(PQgetvalue(res, 0, 2), NULL, 10), strtoll(PQgetvalue(res, 0, 3), NULL, 10),
+	    PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), items, n);
 out:
 	free(items);
 	PQclear(res);
@@ -218,19 +220,21 @@ static int insert_items(shop_pg *pg, int64_t id, int first, const order_item_in 
 		fmt_i64(spid, items[i].product_id);
 		params[3] = items[i].name;
 		fmt_i64(sprice, items[i].supply_price);
-		res = shop_pg_query(pg,
-				    "INSERT INTO order_items (order_id, position, product_id, name, "
-				    "supply_price) VALUES ($1, $2, $3, $4, $5)",
-				    5, params, NULL);
+		res =
+		    shop_pg_query(pg,
+				  "INSERT INTO order_items (order_id, position, product_id, name, "
+				  "supply_price) VALUES ($1, $2, $3, $4, $5)",
+				  5, params, NULL);
 		if (res == NULL)
 			return ORDER_STORE_DOWN;
 		PQclear(res);
 	}
-	res = shop_pg_query(pg,
-			    "UPDATE orders SET total_supply_price = (SELECT coalesce(sum(supply_price), "
-			    "0) FROM order_items WHERE order_id = $1), version = version + 1, "
-			    "updated_at = now() WHERE id = $1",
-			    1, params, NULL);
+	res = shop_pg_query(
+	    pg,
+	    "UPDATE orders SET total_supply_price = (SELECT coalesce(sum(supply_price), "
+	    "0) FROM order_items WHERE order_id = $1), version = version + 1, "
+	    "updated_at = now() WHERE id = $1",
+	    1, params, NULL);
 	if (res == NULL)
 		return ORDER_STORE_DOWN;
 	PQclear(res);
@@ -271,11 +275,10 @@ static int create_plain(shop_pg *pg, int64_t user_id, const order_item_in *items
 	    4, params, NULL);
 	if (res == NULL || PQntuples(res) != 1)
 		goto out;
-	rv = row_build(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 1), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 2), NULL, 10),
-		       strtoll(PQgetvalue(res, 0, 3), NULL, 10), PQgetvalue(res, 0, 4),
-		       PQgetvalue(res, 0, 5), items, n);
+	rv = row_build(
+	    out, strtoll(PQgetvalue(res, 0, 0), NULL, 10), strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+	    strtoll(PQgetvalue(res, 0, 2), NULL, 10), strtoll(PQgetvalue(res, 0, 3), NULL, 10),
+	    PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), items, n);
 out:
 	PQclear(res);
 	free(ids.p);
@@ -361,9 +364,9 @@ int order_store_add_item(shop_pg *pg, int64_t user_id, int64_t id, const order_i
 		return ORDER_STORE_NOT_FOUND;
 	}
 	PQclear(res);
-	res = shop_pg_query(pg,
-			    "SELECT coalesce(max(position) + 1, 0) FROM order_items WHERE order_id = $1",
-			    1, params, NULL);
+	res = shop_pg_query(
+	    pg, "SELECT coalesce(max(position) + 1, 0) FROM order_items WHERE order_id = $1", 1,
+	    params, NULL);
 	if (res == NULL)
 		goto fail;
 	next = atoi(PQgetvalue(res, 0, 0));

@@ -8,11 +8,13 @@
 /* Numbered migrations, applied in order at start and recorded in
  * schema_migrations. Never edit one that has shipped: add the next. */
 const shop_migration product_migrations[] = {
-	{1, "CREATE TABLE products ("
-	    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-	    "  name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),"
-	    "  supply_price bigint NOT NULL CHECK (supply_price BETWEEN 0 AND 1000000000),"
-	    "  created_at timestamptz NOT NULL DEFAULT now())", NULL},
+    {1,
+     "CREATE TABLE products ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),"
+     "  supply_price bigint NOT NULL CHECK (supply_price BETWEEN 0 AND 1000000000),"
+     "  created_at timestamptz NOT NULL DEFAULT now())",
+     NULL},
 };
 const int product_n_migrations = sizeof(product_migrations) / sizeof(product_migrations[0]);
 
@@ -57,7 +59,8 @@ PGresult *product_store_get_many(shop_pg *pg, const int64_t *ids, size_t n)
 		return NULL;
 	arr[len++] = '{';
 	for (size_t i = 0; i < n; i++)
-		len += (size_t)snprintf(arr + len, cap - len, "%s%" PRId64, i > 0 ? "," : "", ids[i]);
+		len +=
+		    (size_t)snprintf(arr + len, cap - len, "%s%" PRId64, i > 0 ? "," : "", ids[i]);
 	arr[len++] = '}';
 	arr[len] = '\0';
 	params[0] = arr;

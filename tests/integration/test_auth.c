@@ -53,9 +53,8 @@ static void test_auth_sign_up_issues_a_valid_token(void)
 	CU_ASSERT_STRING_EQUAL(s->name, "alice");
 	CU_ASSERT_STRING_EQUAL(s->token_type, "Bearer");
 	CU_ASSERT_EQUAL(s->expires_in, 3600);
-	CU_ASSERT_EQUAL_FATAL(jwt_decode(&jwt, s->access_token, (const unsigned char *)key,
-					 (int)strlen(key)),
-			      0);
+	CU_ASSERT_EQUAL_FATAL(
+	    jwt_decode(&jwt, s->access_token, (const unsigned char *)key, (int)strlen(key)), 0);
 	CU_ASSERT_EQUAL(jwt_get_alg(jwt), JWT_ALG_HS256);
 	CU_ASSERT_STRING_EQUAL(jwt_get_grant(jwt, "iss"), "shop-auth");
 	CU_ASSERT_STRING_EQUAL(jwt_get_grant(jwt, "name"), "alice");
@@ -82,7 +81,10 @@ static void test_auth_name_taken(void)
 
 static void test_auth_sign_up_validates(void)
 {
-	static const char *const names[] = {"", "   ", ("a\x01" "b"), "\xff"};
+	static const char *const names[] = {"", "   ",
+					    ("a\x01"
+					     "b"),
+					    "\xff"};
 	Shop__V1__RpcResponse *resp;
 	char long_pw[200];
 
@@ -148,9 +150,8 @@ static void test_auth_sign_in_rehashes_weak_hash(void)
 	res = shop_pg_query(pg, "SELECT password_hash FROM users WHERE name = $1", 1, params, NULL);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(res);
 	CU_ASSERT_STRING_NOT_EQUAL(PQgetvalue(res, 0, 0), weak);
-	CU_ASSERT_EQUAL(crypto_pwhash_str_needs_rehash(PQgetvalue(res, 0, 0), app.opslimit,
-						       app.memlimit),
-			0);
+	CU_ASSERT_EQUAL(
+	    crypto_pwhash_str_needs_rehash(PQgetvalue(res, 0, 0), app.opslimit, app.memlimit), 0);
 	PQclear(res);
 	shop_pg_destroy(pg);
 }
@@ -539,9 +540,8 @@ static void test_auth_throttle_fails_open_without_redis(void)
 	int64_t t0 = shop_now_mono_us();
 
 	for (int i = 0; i < 10; i++) {
-		CU_ASSERT_EQUAL(auth_throttle_take(dead, &app.throttle, "x", "1.2.3.4",
-						   shop_now_unix_ms()),
-				0);
+		CU_ASSERT_EQUAL(
+		    auth_throttle_take(dead, &app.throttle, "x", "1.2.3.4", shop_now_unix_ms()), 0);
 		auth_throttle_refund(dead, &app.throttle, "x", "1.2.3.4", shop_now_unix_ms());
 	}
 	CU_ASSERT(shop_now_mono_us() - t0 < 1000 * 1000);
@@ -570,7 +570,8 @@ int main(void)
 	auth_hash_gate_config gate = {.concurrency = 2, .max_admitted = 6, .per_client = 3};
 	int status;
 
-	if (auth_app_init(&app, (const unsigned char *)key, strlen(key), 2, 19456 * 1024, &gate) != 0)
+	if (auth_app_init(&app, (const unsigned char *)key, strlen(key), 2, 19456 * 1024, &gate) !=
+	    0)
 		return 1;
 	app.throttle = (auth_throttle_config){.name_burst = 3,
 					      .name_per_token_ms = 60000,

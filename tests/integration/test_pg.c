@@ -71,8 +71,10 @@ static void test_pg_unreachable_server_fails_with_empty_sqlstate(void)
 }
 
 static const shop_migration migrations[] = {
-    {1, "CREATE TABLE mig_t (id int PRIMARY KEY, note text NOT NULL);"
-	"CREATE INDEX mig_t_note ON mig_t (note);", NULL},
+    {1,
+     "CREATE TABLE mig_t (id int PRIMARY KEY, note text NOT NULL);"
+     "CREATE INDEX mig_t_note ON mig_t (note);",
+     NULL},
     {2, "INSERT INTO mig_t VALUES (1, 'one'); INSERT INTO mig_t VALUES (2, 'two');", NULL},
     {3, "ALTER TABLE mig_t ADD COLUMN extra int NOT NULL DEFAULT 7;", NULL},
     {4, "INSERT INTO mig_t VALUES (3, 'three'); SELECT no_such_function();", NULL},
@@ -159,11 +161,10 @@ static void test_pg_migrations_apply_once_and_are_recorded(void)
 				       " AND pid = pg_backend_pid()"),
 			0);
 	/* Versions out of order are refused before anything runs. */
-	CU_ASSERT_EQUAL(shop_pg_migrate(pg,
-					(const shop_migration[]){{2, "SELECT 1", NULL},
-								 {1, "SELECT 1", NULL}},
-					2),
-			-1);
+	CU_ASSERT_EQUAL(
+	    shop_pg_migrate(
+		pg, (const shop_migration[]){{2, "SELECT 1", NULL}, {1, "SELECT 1", NULL}}, 2),
+	    -1);
 
 	snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
 	CU_ASSERT_EQUAL(shop_pg_exec(pg, sql), 0);

@@ -78,7 +78,7 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 }
 
 static const shop_rpc_method methods[] = {
-	{METHOD, &shop__v1__list_products_request__descriptor, handler},
+    {METHOD, &shop__v1__list_products_request__descriptor, handler},
 };
 
 static uint16_t free_port(void)
@@ -105,8 +105,8 @@ static void sleep_ms(int ms)
 
 static int inst_start(inst *in)
 {
-	shop_rpc_server_config cfg = {.url = in->url, .workers = 4, .methods = methods,
-				      .n_methods = 1, .app = in};
+	shop_rpc_server_config cfg = {
+	    .url = in->url, .workers = 4, .methods = methods, .n_methods = 1, .app = in};
 	shop_instance self;
 
 	memset(&self, 0, sizeof(self));
