@@ -26,6 +26,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "../cunit_main.h"
+#include "probe.h"
 #include "clock.h"
 #include "registry.pb-c.h"
 
@@ -41,22 +42,6 @@ static pid_t registry_pid = -1;
 static int64_t mono_ms(void)
 {
 	return shop_now_mono_us() / 1000;
-}
-
-static uint16_t free_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
-	uint16_t port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 /* Starts registry-faults with sends lost and the stall check at stall_ms
@@ -81,7 +66,7 @@ static int registry_spawn(int lose_sends, int stall_ms)
 		 (int)getpid(), n);
 	snprintf(lookup_url, sizeof(lookup_url), "ipc:///tmp/shop-healtest-%d-%d-lookup.ipc",
 		 (int)getpid(), n);
-	if ((admin_port = free_port()) == 0)
+	if ((admin_port = probe_free_port()) == 0)
 		return -1;
 	snprintf(e_survey, sizeof(e_survey), "SHOP_REGISTRY_SURVEY_URL=%s", survey_url);
 	snprintf(e_lookup, sizeof(e_lookup), "SHOP_REGISTRY_LOOKUP_URL=%s", lookup_url);
@@ -119,50 +104,12 @@ static void kill_registry_on_hang(void)
 	unlink(lookup_url + strlen("ipc://"));
 }
 
-/* One Lookup{wait_revision, wait_ms} over a fresh REQ socket: 0 when
- * answered within timeout_ms (*ms: how long it took; *revision: the
- * answer's), -1 when not. */
+/* One Lookup{wait_revision, wait_ms}: 0 when answered within timeout_ms
+ * (*ms: how long it took; *revision: the answer's), -1 when not. */
 static int lookup_wait(uint64_t wait_revision, uint32_t wait_ms, int timeout_ms, int64_t *ms,
 		       uint64_t *revision)
 {
-	Shop__V1__Instances *in;
-	Shop__V1__Lookup req = SHOP__V1__LOOKUP__INIT;
-	nng_socket s;
-	nng_msg *msg = NULL;
-	int64_t t0;
-	int rv = -1;
-
-	if (nng_req0_open(&s) != 0)
-		return -1;
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
-	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 500);
-	req.service = "product";
-	req.wait_revision = wait_revision;
-	req.wait_ms = wait_ms;
-	if (nng_dial(s, lookup_url, NULL, 0) != 0 ||
-	    nng_msg_alloc(&msg, shop__v1__lookup__get_packed_size(&req)) != 0)
-		goto out;
-	shop__v1__lookup__pack(&req, nng_msg_body(msg));
-	t0 = mono_ms();
-	if (nng_sendmsg(s, msg, 0) != 0) {
-		nng_msg_free(msg);
-		goto out;
-	}
-	if (nng_recvmsg(s, &msg, 0) == 0) {
-		if (ms != NULL)
-			*ms = mono_ms() - t0;
-		in = shop__v1__instances__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
-		nng_msg_free(msg);
-		if (in != NULL) {
-			if (revision != NULL)
-				*revision = in->revision;
-			shop__v1__instances__free_unpacked(in, NULL);
-			rv = 0;
-		}
-	}
-out:
-	nng_close(s);
-	return rv;
+	return probe_lookup(lookup_url, NULL, wait_revision, wait_ms, timeout_ms, revision, ms);
 }
 
 /* A plain lookup, answered at once by a working registry. */

@@ -31,6 +31,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "../cunit_main.h"
+#include "probe.h"
 #include "clock.h"
 #include "registry.pb-c.h"
 #include "registry_client.h"
@@ -77,23 +78,6 @@ static shop_instance mk_self(const char *name, uint32_t weight)
 	return in;
 }
 
-/* A free TCP port on 127.0.0.1 (free when asked; good enough for a test). */
-static uint16_t free_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
-	uint16_t port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 /* fork+exec with an environment built before the fork (the parent runs
  * nng threads, so the child only calls execve). */
 static pid_t spawn(char *const argv[], char *const envp[])
@@ -107,54 +91,11 @@ static pid_t spawn(char *const argv[], char *const envp[])
 	return pid;
 }
 
-/* One Lookup{service="product", wait_revision, wait_ms} over a fresh REQ
- * socket, answered within timeout_ms. Returns the number of instances
- * named name (0 or 1), or -1 when the registry did not answer; *revision
- * and *ms (time to answer) when not NULL. */
+/* As probe_lookup, on the registry under test. */
 static int lookup_wait(const char *name, uint64_t wait_revision, uint32_t wait_ms, int timeout_ms,
 		       uint64_t *revision, int64_t *ms)
 {
-	Shop__V1__Lookup req = SHOP__V1__LOOKUP__INIT;
-	Shop__V1__Instances *in;
-	nng_socket s;
-	nng_msg *msg = NULL;
-	int64_t t0;
-	int found = -1;
-
-	if (nng_req0_open(&s) != 0)
-		return -1;
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
-	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 500);
-	req.service = "product";
-	req.wait_revision = wait_revision;
-	req.wait_ms = wait_ms;
-	if (nng_dial(s, lookup_url, NULL, 0) != 0 ||
-	    nng_msg_alloc(&msg, shop__v1__lookup__get_packed_size(&req)) != 0)
-		goto out_sock;
-	shop__v1__lookup__pack(&req, nng_msg_body(msg));
-	t0 = mono_ms();
-	if (nng_sendmsg(s, msg, 0) != 0) {
-		nng_msg_free(msg);
-		goto out_sock;
-	}
-	if (nng_recvmsg(s, &msg, 0) != 0)
-		goto out_sock;
-	if (ms != NULL)
-		*ms = mono_ms() - t0;
-	in = shop__v1__instances__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
-	nng_msg_free(msg);
-	if (in == NULL)
-		goto out_sock;
-	found = 0;
-	for (size_t i = 0; i < in->n_instances; i++)
-		if (strcmp(in->instances[i]->instance, name) == 0)
-			found++;
-	if (revision != NULL)
-		*revision = in->revision;
-	shop__v1__instances__free_unpacked(in, NULL);
-out_sock:
-	nng_close(s);
-	return found;
+	return probe_lookup(lookup_url, name, wait_revision, wait_ms, timeout_ms, revision, ms);
 }
 
 /* A plain lookup (answered at once): as lookup_wait. */
@@ -973,7 +914,7 @@ static int suite_init(void)
 		 (int)getpid());
 	snprintf(lookup_url, sizeof(lookup_url), "ipc:///tmp/shop-regtest-%d-lookup.ipc",
 		 (int)getpid());
-	if ((admin_port = free_port()) == 0)
+	if ((admin_port = probe_free_port()) == 0)
 		return -1;
 	snprintf(admin_addr, sizeof(admin_addr), "127.0.0.1:%u", (unsigned)admin_port);
 	return registry_start();

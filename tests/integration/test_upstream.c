@@ -24,6 +24,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "../cunit_main.h"
+#include "probe.h"
 #include "clock.h"
 #include "metrics.h"
 #include "product.pb-c.h"
@@ -80,22 +81,6 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 static const shop_rpc_method methods[] = {
     {METHOD, &shop__v1__list_products_request__descriptor, handler},
 };
-
-static uint16_t free_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
-	uint16_t port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 static void sleep_ms(int ms)
 {
@@ -273,7 +258,7 @@ static int hung_start(void)
 	shop_instance self;
 
 	memset(&self, 0, sizeof(self));
-	snprintf(H.url, sizeof(H.url), "tcp://127.0.0.1:%u", free_port());
+	snprintf(H.url, sizeof(H.url), "tcp://127.0.0.1:%u", probe_free_port());
 	if (nng_rep0_open(&H.sock) != 0 || nng_socket_set_ms(H.sock, NNG_OPT_RECVTIMEO, 100) != 0 ||
 	    nng_listen(H.sock, H.url, NULL, 0) != 0 ||
 	    pthread_create(&H.thr, NULL, hung_main, NULL) != 0)
@@ -807,13 +792,13 @@ static int setup(void)
 		fprintf(stderr, "SHOP_REGISTRY_BIN must name the registry executable\n");
 		return -1;
 	}
-	snprintf(survey_url, sizeof(survey_url), "tcp://127.0.0.1:%u", free_port());
-	snprintf(lookup_url, sizeof(lookup_url), "tcp://127.0.0.1:%u", free_port());
+	snprintf(survey_url, sizeof(survey_url), "tcp://127.0.0.1:%u", probe_free_port());
+	snprintf(lookup_url, sizeof(lookup_url), "tcp://127.0.0.1:%u", probe_free_port());
 	snprintf(env_s, sizeof(env_s), "SHOP_REGISTRY_SURVEY_URL=%s", survey_url);
 	snprintf(env_l, sizeof(env_l), "SHOP_REGISTRY_LOOKUP_URL=%s", lookup_url);
-	snprintf(env_a, sizeof(env_a), "SHOP_REGISTRY_ADMIN_ADDR=127.0.0.1:%u", free_port());
-	snprintf(A.url, sizeof(A.url), "tcp://127.0.0.1:%u", free_port());
-	snprintf(B.url, sizeof(B.url), "tcp://127.0.0.1:%u", free_port());
+	snprintf(env_a, sizeof(env_a), "SHOP_REGISTRY_ADMIN_ADDR=127.0.0.1:%u", probe_free_port());
+	snprintf(A.url, sizeof(A.url), "tcp://127.0.0.1:%u", probe_free_port());
+	snprintf(B.url, sizeof(B.url), "tcp://127.0.0.1:%u", probe_free_port());
 	if ((registry_pid = fork()) == 0) {
 		execve(argv[0], argv, envp);
 		_exit(127);
