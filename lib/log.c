@@ -94,47 +94,77 @@ size_t shop_log_visible(char *buf, size_t cap, const char *s)
 	return escape_with(buf, cap, s, visible_byte);
 }
 
-void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
+bool shop_log_enabled(shop_log_level lvl)
 {
-	char msg[2048], emsg[4096], etrace[80], ts[32], line[4400];
-	va_list ap;
+	return lvl >= log_min;
+}
+
+size_t shop_log_vformat(char *line, size_t cap, shop_log_level lvl, const char *trace_id,
+			const char *fmt, va_list ap)
+{
+	char msg[2048], emsg[4096], etrace[80], ts[32];
 	int n;
 
-	if (lvl < log_min)
-		return;
+	if (cap < 8)
+		return 0;
 	if (trace_id == NULL)
 		trace_id = log_trace;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	shop_json_escape(emsg, sizeof(emsg), msg);
 	shop_rfc3339_ms(shop_now_unix_ms(), ts, sizeof(ts));
 	if (trace_id != NULL && trace_id[0] != '\0') {
 		shop_json_escape(etrace, sizeof(etrace), trace_id);
-		n = snprintf(line, sizeof(line),
+		n = snprintf(line, cap,
 			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\","
 			     "\"trace_id\":\"%s\"}\n",
 			     ts, level_names[lvl], log_instance, emsg, etrace);
 	} else {
 		n = snprintf(
-		    line, sizeof(line),
+		    line, cap,
 		    "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n", ts,
 		    level_names[lvl], log_instance, emsg);
 	}
 	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(line)) {
+		return 0;
+	if ((size_t)n >= cap) {
 		/* Truncated: keep the line valid JSON by closing it ourselves. */
-		n = (int)sizeof(line) - 1;
+		n = (int)cap - 1;
 		memcpy(line + n - 4, "\"}\n", 4);
 		n -= 1;
 	}
-	/* One write per line keeps lines whole between threads and processes. */
+	return (size_t)n;
+}
+
+void shop_log_emit(const char *buf, size_t len)
+{
+	if (len == 0)
+		return;
 	if (log_stream != NULL) {
-		fwrite(line, 1, (size_t)n, log_stream);
+		fwrite(buf, 1, len, log_stream);
 		fflush(log_stream);
 	} else {
-		ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-		(void)w;
+		while (len > 0) {
+			ssize_t w = write(STDERR_FILENO, buf, len);
+
+			if (w <= 0)
+				break; /* nowhere to report it */
+			buf += w;
+			len -= (size_t)w;
+		}
 	}
+}
+
+void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, ...)
+{
+	char line[SHOP_LOG_LINE_MAX];
+	va_list ap;
+	size_t n;
+
+	if (lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	n = shop_log_vformat(line, sizeof(line), lvl, trace_id, fmt, ap);
+	va_end(ap);
+	/* One write per line keeps lines whole between threads and processes. */
+	shop_log_emit(line, n);
 }
