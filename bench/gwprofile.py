@@ -8,7 +8,9 @@ Repeatable to a few instructions, unlike timings on a shared machine.
 Usage: bench/gwprofile.py [PATH-KIND] [N]   PATH-KIND: order (GET
 /orders/{id}, cache hit; default) or products (GET /products?page_size=10)
 Environment: SHOP_VAR, SHOP_PORT_OFFSET, SHOP_BUILD (as ./shop bench);
-GWPROFILE_ENV: extra VAR=value,... for the profiled gateway. Prints the
+GWPROFILE_ENV: extra VAR=value,... for the profiled gateway;
+GWPROFILE_GATEWAY: its binary (default: SHOP_BUILD's, e.g. an older build
+to compare with). Prints the
 figure and the top inclusive functions (callgrind_annotate); leaves
 the dump in $SHOP_VAR/gwprofile/.
 """
@@ -50,9 +52,10 @@ def main():
         k, v = kv.split("=", 1)
         genv[k] = v
     build = os.environ.get("SHOP_BUILD") or os.path.join(run.ROOT, "build")
+    binary = os.environ.get("GWPROFILE_GATEWAY") or os.path.join(build, "edge-gateway", "gateway")
     log = open(os.path.join(out_dir, "gateway-%s.log" % kind), "w")
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                          os.path.join(build, "edge-gateway", "gateway")],
+                          binary],
                          env=genv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         conn = None
@@ -98,7 +101,7 @@ def main():
     print("gateway, GET %s: %d instructions per request (callgrind, %d warm-up + %d "
           "requests on one connection; %s)" % (path.split("?")[0] if kind == "order" else path,
                                               total // n, warm, n, dump))
-    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump], stdout=subprocess.PIPE,
+    ann = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes", dump], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL).stdout.decode("utf-8", "replace")
     lines = [ln for ln in ann.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
     for ln in lines[:40]:

@@ -560,6 +560,49 @@ static const char *const read_unknown[] = {"traceparent:", "idempotency-key:"};
 /* Framing and routing fields whose name might come with whitespace before
  * the colon, which lws then stores as an unknown field. */
 static const char *const framing_names[] = {"content-length", "transfer-encoding", "host"};
+#define N_FRAMING (sizeof(framing_names) / sizeof(framing_names[0]))
+
+/* What read_fields looks at, derived once (field_tables_init) from lws's
+ * token table and the names above: the field tokens with their name
+ * lengths, and every spaced spelling of the framing names. */
+static struct {
+	int tok;
+	size_t name_len; /* without the colon */
+	bool host;
+} field_tokens[_WSI_TOKEN_CLIENT_SENT_PROTOCOLS];
+static size_t n_field_tokens;
+static struct {
+	const char *name; /* framing_names[i] */
+	char spaced[32];
+	int len;
+} spaced_names[N_FRAMING * GW_FIELD_NAME_SPACED_COUNT];
+static size_t n_spaced_names;
+
+static void field_tables_init(void)
+{
+	n_field_tokens = n_spaced_names = 0;
+	for (int tok = 0; tok < (int)_WSI_TOKEN_CLIENT_SENT_PROTOCOLS; tok++) {
+		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+
+		if (request_line_token(tok) || name == NULL || name[0] == '\0')
+			continue;
+		field_tokens[n_field_tokens].tok = tok;
+		field_tokens[n_field_tokens].name_len = strlen(name) - 1;
+		field_tokens[n_field_tokens].host = tok == WSI_TOKEN_HOST;
+		n_field_tokens++;
+	}
+	for (size_t i = 0; i < N_FRAMING; i++)
+		for (unsigned v = 0; v < GW_FIELD_NAME_SPACED_COUNT; v++) {
+			int nlen = gw_field_name_spaced(framing_names[i], v,
+							spaced_names[n_spaced_names].spaced,
+							sizeof(spaced_names[0].spaced));
+
+			if (nlen > 0) {
+				spaced_names[n_spaced_names].name = framing_names[i];
+				spaced_names[n_spaced_names++].len = nlen;
+			}
+		}
+}
 
 /* Checks the field lines before anything reads them, and answers what it
  * refuses: a header section over GW_MAX_HEADER_SECTION (431); a NUL inside
@@ -578,21 +621,18 @@ static int read_fields(gw_req *r)
 	size_t section = 0;
 	int hosts = 0;
 
-	for (int tok = 0; tok < (int)_WSI_TOKEN_CLIENT_SENT_PROTOCOLS; tok++) {
-		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+	for (size_t t = 0; t < n_field_tokens; t++) {
+		enum lws_token_indexes tok = (enum lws_token_indexes)field_tokens[t].tok;
 
-		if (request_line_token(tok) || name == NULL || name[0] == '\0')
-			continue;
 		for (int i = 0;; i++) {
-			int n =
-			    lws_hdr_copy_fragment(wsi, buf, cap, (enum lws_token_indexes)tok, i);
+			int n = lws_hdr_copy_fragment(wsi, buf, cap, tok, i);
 
 			if (n < 0)
 				break;
-			section += gw_field_line_size(strlen(name) - 1, (size_t)n);
+			section += gw_field_line_size(field_tokens[t].name_len, (size_t)n);
 			if (memchr(buf, '\0', (size_t)n) != NULL && bad == NULL)
-				bad = name;
-			if (tok == WSI_TOKEN_HOST)
+				bad = (const char *)lws_token_to_string(tok);
+			if (field_tokens[t].host)
 				hosts++;
 		}
 	}
@@ -611,16 +651,9 @@ static int read_fields(gw_req *r)
 		answer_kind(r, GW_P_HEADERS_TOO_LARGE, NULL);
 		goto refused;
 	}
-	for (size_t i = 0; i < sizeof(framing_names) / sizeof(framing_names[0]) && bad == NULL; i++)
-		for (unsigned v = 0; v < GW_FIELD_NAME_SPACED_COUNT; v++) {
-			int nlen =
-			    gw_field_name_spaced(framing_names[i], v, spaced, sizeof(spaced));
-
-			if (nlen > 0 && lws_hdr_custom_length(wsi, spaced, nlen) >= 0) {
-				bad = framing_names[i];
-				break;
-			}
-		}
+	for (size_t i = 0; i < n_spaced_names && bad == NULL; i++)
+		if (lws_hdr_custom_length(wsi, spaced_names[i].spaced, spaced_names[i].len) >= 0)
+			bad = spaced_names[i].name;
 	if (bad == NULL && hosts > 1)
 		bad = "host";
 	if (bad == NULL && hosts == 0 &&
@@ -1302,6 +1335,7 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	    route_fields_init(h) != 0)
 		goto fail;
 	rng_seed();
+	field_tables_init();
 	h->protocols[0] = (struct lws_protocols){
 	    .name = "http",
 	    .callback = callback,

@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -86,7 +87,31 @@ static size_t escape_with(char *buf, size_t cap, const char *s,
 
 size_t shop_json_escape(char *buf, size_t cap, const char *s)
 {
-	return escape_with(buf, cap, s, json_byte);
+	size_t n = 0;
+
+	if (cap == 0)
+		return 0;
+	/* The bytes that need no escape (nearly all) are copied as they are,
+	 * without a call per byte; the others go through json_byte. */
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+		size_t len;
+
+		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+			if (n + 1 >= cap)
+				break;
+			buf[n++] = (char)c;
+			continue;
+		}
+		len = json_byte(c, esc);
+		if (n + len >= cap)
+			break;
+		memcpy(buf + n, esc, len);
+		n += len;
+	}
+	buf[n] = '\0';
+	return n;
 }
 
 size_t shop_log_visible(char *buf, size_t cap, const char *s)
@@ -99,40 +124,103 @@ bool shop_log_enabled(shop_log_level lvl)
 	return lvl >= log_min;
 }
 
+/* The line's timestamp: the second's part ("2026-11-23T10:00:00") is
+ * formatted once per second and thread, the milliseconds each time. */
+static size_t log_ts(char *ts, size_t cap)
+{
+	static _Thread_local int64_t sec = INT64_MIN;
+	static _Thread_local char prefix[32];
+	static _Thread_local size_t prefix_len;
+	int64_t now = shop_now_unix_ms(), s = now / 1000;
+	int ms = (int)(now % 1000);
+
+	if (ms < 0) {
+		ms += 1000;
+		s -= 1;
+	}
+	if (s != sec) {
+		shop_rfc3339_ms(s * 1000, prefix, sizeof(prefix));
+		prefix_len = strlen(prefix) - 5; /* without ".000Z" */
+		sec = s;
+	}
+	if (cap < prefix_len + 6)
+		return 0;
+	memcpy(ts, prefix, prefix_len);
+	ts[prefix_len] = '.';
+	ts[prefix_len + 1] = (char)('0' + ms / 100);
+	ts[prefix_len + 2] = (char)('0' + ms / 10 % 10);
+	ts[prefix_len + 3] = (char)('0' + ms % 10);
+	ts[prefix_len + 4] = 'Z';
+	ts[prefix_len + 5] = '\0';
+	return prefix_len + 5;
+}
+
+/* Appends n bytes of s at *len; false when they do not all fit before
+ * cap - 1 (what fits is appended: the caller then cuts the line). */
+static bool put(char *line, size_t cap, size_t *len, const char *s, size_t n)
+{
+	bool fits = *len + n < cap;
+
+	if (!fits)
+		n = cap - 1 - *len;
+	memcpy(line + *len, s, n);
+	*len += n;
+	return fits;
+}
+
+#define PUT_LIT(lit) put(line, cap, &n, (lit), sizeof(lit) - 1)
+#define PUT_STR(str) put(line, cap, &n, (str), strlen(str))
+
 size_t shop_log_vformat(char *line, size_t cap, shop_log_level lvl, const char *trace_id,
 			const char *fmt, va_list ap)
 {
 	char msg[2048], emsg[4096], etrace[80], ts[32];
-	int n;
+	size_t n = 0, ts_len, emsg_len;
+	bool whole;
 
 	if (cap < 8)
 		return 0;
 	if (trace_id == NULL)
 		trace_id = log_trace;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	shop_json_escape(emsg, sizeof(emsg), msg);
-	shop_rfc3339_ms(shop_now_unix_ms(), ts, sizeof(ts));
-	if (trace_id != NULL && trace_id[0] != '\0') {
-		shop_json_escape(etrace, sizeof(etrace), trace_id);
-		n = snprintf(line, cap,
-			     "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\","
-			     "\"trace_id\":\"%s\"}\n",
-			     ts, level_names[lvl], log_instance, emsg, etrace);
-	} else {
-		n = snprintf(
-		    line, cap,
-		    "{\"ts\":\"%s\",\"level\":\"%s\",\"instance\":\"%s\",\"msg\":\"%s\"}\n", ts,
-		    level_names[lvl], log_instance, emsg);
+	emsg_len = shop_json_escape(emsg, sizeof(emsg), msg);
+	ts_len = log_ts(ts, sizeof(ts));
+	/* {"ts":"…","level":"…","instance":"…","msg":"…"[,"trace_id":"…"]}\n,
+	 * put together without a format string. */
+	whole = PUT_LIT("{\"ts\":\"") && put(line, cap, &n, ts, ts_len) &&
+		PUT_LIT("\",\"level\":\"") && PUT_STR(level_names[lvl]) &&
+		PUT_LIT("\",\"instance\":\"") && PUT_STR(log_instance) &&
+		PUT_LIT("\",\"msg\":\"") && put(line, cap, &n, emsg, emsg_len);
+	if (whole && trace_id != NULL && trace_id[0] != '\0') {
+		size_t et = shop_json_escape(etrace, sizeof(etrace), trace_id);
+
+		whole = PUT_LIT("\",\"trace_id\":\"") && put(line, cap, &n, etrace, et);
 	}
-	if (n < 0)
-		return 0;
-	if ((size_t)n >= cap) {
-		/* Truncated: keep the line valid JSON by closing it ourselves. */
-		n = (int)cap - 1;
-		memcpy(line + n - 4, "\"}\n", 4);
-		n -= 1;
+	whole = whole && PUT_LIT("\"}\n");
+	if (!whole) {
+		/* Cut: keep the line valid JSON by closing it ourselves (the
+		 * last bytes that fit give way to the closing quote and brace;
+		 * never half an escape: the escapes are walked from the start,
+		 * which only a line this long costs). */
+		n = cap - 4;
+		for (size_t k = 0; k < n; k++) {
+			size_t need;
+
+			if (line[k] != '\\')
+				continue;
+			/* an escape the cut may have halved */
+			need = line[k + 1] == 'u' ? 6 : 2;
+			if (k + need > n) {
+				n = k;
+				break;
+			}
+			k += need - 1;
+		}
+		memcpy(line + n, "\"}\n", 3);
+		n += 3;
 	}
-	return (size_t)n;
+	line[n] = '\0';
+	return n;
 }
 
 void shop_log_emit(const char *buf, size_t len)
