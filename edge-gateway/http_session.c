@@ -192,8 +192,16 @@ static void req_end(gw_req *r)
 	if (r->limit_armed)
 		lws_sul_cancel(&r->limit);
 	gw_bridge_job_abandon(r->srv->bridge, r->job);
-	if (!r->out_borrowed)
+	if (!r->out_borrowed) {
 		free(r->out);
+	} else {
+		shop_buf *ans = &lws_container_of(r, gw_pss, slot)->answer;
+
+		if (ans->cap > GW_KEEP_ANSWER) {
+			free(ans->p);
+			*ans = (shop_buf){0};
+		}
+	}
 	body = r->body;
 	cap = r->body_cap;
 	if (cap > GW_KEEP_BODY) {
