@@ -38,6 +38,9 @@
  * up to these sizes (larger ones are freed after their request). */
 #define GW_KEEP_BODY   4096
 #define GW_KEEP_ANSWER 16384
+/* Bytes of a connection's arena for the upstream answer's unpacked message
+ * (an order, a page of products); a larger message spills to malloc. */
+#define GW_ARENA 4096
 
 /* What a route needs of its messages' fields, looked up by name once at
  * start-up (route_fields_init) instead of at every request. */
@@ -131,7 +134,35 @@ typedef struct gw_pss {
 	gw_req slot;
 	shop_buf answer; /* JSON answers, reused */
 	shop_span *span; /* allocated at the first traced request */
+	/* The arena the answer's message is unpacked into (arena_alloc),
+	 * emptied at each answer; max_align_t keeps every piece aligned. */
+	size_t arena_used;
+	max_align_t arena[GW_ARENA / sizeof(max_align_t)];
 } gw_pss;
+
+/* protobuf-c's allocator over a connection's arena: pieces are carved one
+ * after the other and never freed one by one; what does not fit is
+ * malloc'd and freed as usual. */
+static void *arena_alloc(void *data, size_t size)
+{
+	gw_pss *pss = data;
+	size_t need = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t);
+	size_t have = sizeof(pss->arena) / sizeof(max_align_t) - pss->arena_used;
+
+	if (need > have)
+		return malloc(size);
+	pss->arena_used += need;
+	return &pss->arena[pss->arena_used - need];
+}
+
+static void arena_free(void *data, void *p)
+{
+	gw_pss *pss = data;
+
+	if (p != NULL && ((char *)p < (char *)pss->arena ||
+			  (char *)p >= (char *)pss->arena + sizeof(pss->arena)))
+		free(p);
+}
 
 /* Trace and span ids need only be unlikely to collide, not secret
  * (W3C Trace Context §3.2.2.3): xoshiro256** seeded once from getrandom,
@@ -490,14 +521,18 @@ static void on_deliver(void *session, gw_job *job)
 				   resp->message);
 		answer_problem(r, &p);
 	} else {
-		ProtobufCMessage *m = protobuf_c_message_unpack(
-		    rt->resp_desc, NULL, resp->payload.len, resp->payload.data);
+		gw_pss *pss = lws_container_of(r, gw_pss, slot);
+		ProtobufCAllocator arena = {arena_alloc, arena_free, pss};
+		ProtobufCMessage *m;
 		/* Written into the connection's answer buffer, kept between
 		 * its requests. */
-		shop_buf *ans = &lws_container_of(r, gw_pss, slot)->answer;
+		shop_buf *ans = &pss->answer;
 		int64_t id;
 		const char *cache;
 
+		pss->arena_used = 0;
+		m = protobuf_c_message_unpack(rt->resp_desc, &arena, resp->payload.len,
+					      resp->payload.data);
 		if (m == NULL || gw_message_to_json_buf(m, ans) != 0) {
 			SHOP_LOG_T(ERROR, r->trace.trace_id, "upstream %s %s: reply payload %s",
 				   rt->service, rt->rpc_method,
@@ -516,7 +551,7 @@ static void on_deliver(void *session, gw_job *job)
 			set_answer(r, rt->success_status, "application/json", ans->p, ans->len);
 			r->out_borrowed = true;
 		}
-		protobuf_c_message_free_unpacked(m, NULL);
+		protobuf_c_message_free_unpacked(m, &arena);
 	}
 	gw_bridge_job_free(job);
 }
