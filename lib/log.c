@@ -63,19 +63,41 @@ static size_t visible_byte(unsigned char c, char esc[8])
 	return 1;
 }
 
-/* Writes s to buf byte by byte through escape; stops before the escape
- * that would not fit, always NUL-ends. */
-static size_t escape_with(char *buf, size_t cap, const char *s,
-			  size_t (*escape)(unsigned char c, char esc[8]))
+/* Bytes that need no escape, copied as they are (nearly all). */
+static bool json_plain(unsigned char c)
+{
+	return c >= 0x20 && c != '"' && c != '\\' && c != 0x7f;
+}
+
+static bool visible_plain(unsigned char c)
+{
+	return c >= 0x20 && c <= 0x7e && c != '"' && c != '\\';
+}
+
+/* Writes s to buf, plain bytes as they are and the others through escape;
+ * stops before the escape that would not fit, always NUL-ends. Inlined
+ * into its two callers, so that plain and escape are direct calls the
+ * compiler folds into the loop. */
+static inline size_t escape_with(char *buf, size_t cap, const char *s,
+				 bool (*plain)(unsigned char c),
+				 size_t (*escape)(unsigned char c, char esc[8]))
 {
 	size_t n = 0;
 
 	if (cap == 0)
 		return 0;
 	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
 		char esc[8];
-		size_t len = escape((unsigned char)*s, esc);
+		size_t len;
 
+		if (plain(c)) {
+			if (n + 1 >= cap)
+				break;
+			buf[n++] = (char)c;
+			continue;
+		}
+		len = escape(c, esc);
 		if (n + len >= cap)
 			break;
 		memcpy(buf + n, esc, len);
@@ -87,36 +109,12 @@ static size_t escape_with(char *buf, size_t cap, const char *s,
 
 size_t shop_json_escape(char *buf, size_t cap, const char *s)
 {
-	size_t n = 0;
-
-	if (cap == 0)
-		return 0;
-	/* The bytes that need no escape (nearly all) are copied as they are,
-	 * without a call per byte; the others go through json_byte. */
-	for (; s != NULL && *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[8];
-		size_t len;
-
-		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
-			if (n + 1 >= cap)
-				break;
-			buf[n++] = (char)c;
-			continue;
-		}
-		len = json_byte(c, esc);
-		if (n + len >= cap)
-			break;
-		memcpy(buf + n, esc, len);
-		n += len;
-	}
-	buf[n] = '\0';
-	return n;
+	return escape_with(buf, cap, s, json_plain, json_byte);
 }
 
 size_t shop_log_visible(char *buf, size_t cap, const char *s)
 {
-	return escape_with(buf, cap, s, visible_byte);
+	return escape_with(buf, cap, s, visible_plain, visible_byte);
 }
 
 bool shop_log_enabled(shop_log_level lvl)
