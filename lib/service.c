@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "crash.h"
 #include "health.h"
+#include "listen_keeper.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry_client.h"
@@ -52,6 +53,8 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 	c->weight = shop_env_int(e, "SHOP_WEIGHT", 100, 0, 1000000);
 	c->workers = shop_env_int(e, "SHOP_WORKERS", 8, 1, 256);
 	c->max_inflight = shop_env_int(e, "SHOP_RPC_MAX_INFLIGHT", 0, 0, 4096);
+	c->listen_probe_ms =
+	    shop_env_int(e, "SHOP_LISTEN_PROBE_MS", SHOP_LISTEN_PROBE_MS, 0, 600000);
 	c->survey_url = shop_env_nng_url(e, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
 	c->pg_dsn = shop_env_str(e, "SHOP_PG_DSN", NULL, true);
 	c->log_level = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
@@ -221,6 +224,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	scfg.url = c->rpc_url;
 	scfg.workers = (int)c->workers;
 	scfg.max_inflight = (int)c->max_inflight;
+	scfg.listen_probe_ms = c->listen_probe_ms > 0 ? (int)c->listen_probe_ms : -1;
 	scfg.methods = methods;
 	scfg.n_methods = n_methods;
 	scfg.app = app;

@@ -20,14 +20,15 @@ typedef struct shop_service_config {
 	const char *admin_host; /* SHOP_ADMIN_ADDR */
 	uint16_t admin_port;
 	char admin_host_buf[64];
-	int64_t weight;         /* SHOP_WEIGHT */
-	int64_t workers;        /* SHOP_WORKERS */
-	int64_t max_inflight;   /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
-	const char *survey_url; /* SHOP_REGISTRY_SURVEY_URL */
-	const char *pg_dsn;     /* SHOP_PG_DSN */
-	const char *log_level;  /* SHOP_LOG_LEVEL */
-	int64_t drain_ms;       /* SHOP_DRAIN_MS */
-	const char *redis_addr; /* SHOP_REDIS_ADDR; NULL when the service runs without */
+	int64_t weight;          /* SHOP_WEIGHT */
+	int64_t workers;         /* SHOP_WORKERS */
+	int64_t max_inflight;    /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
+	int64_t listen_probe_ms; /* SHOP_LISTEN_PROBE_MS; 0: no probe (listen_keeper.h) */
+	const char *survey_url;  /* SHOP_REGISTRY_SURVEY_URL */
+	const char *pg_dsn;      /* SHOP_PG_DSN */
+	const char *log_level;   /* SHOP_LOG_LEVEL */
+	int64_t drain_ms;        /* SHOP_DRAIN_MS */
+	const char *redis_addr;  /* SHOP_REDIS_ADDR; NULL when the service runs without */
 	char redis_host[64];
 	uint16_t redis_port;
 	int64_t redis_timeout_ms;  /* SHOP_REDIS_TIMEOUT_MS */

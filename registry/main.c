@@ -19,7 +19,9 @@
 #include "config.h"
 #include "crash.h"
 #include "dashboard.h"
+#include "listen_keeper.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.pb-c.h"
 #include "registry_table.h"
 #include "rpc_client.h"
@@ -72,6 +74,8 @@ struct registry {
 	int survey_ms;
 	nng_socket surv;
 	nng_socket rep;
+	/* Their listeners, probed and re-opened when deaf (listen_keeper.h). */
+	shop_listen_keeper *surv_keeper, *rep_keeper;
 	lookup_worker **workers; /* lookup_contexts of them; slots replaced by lookup_heal (mtx) */
 	int nworkers;            /* started */
 	lookup_worker *retired;  /* replaced workers, freed by registry_stop (mtx) */
@@ -707,13 +711,28 @@ static int admin_prometheus(void *arg, char **body, size_t *len, const char **co
 	return admin_status(rv, content_type);
 }
 
+/* Appends n bytes of text to the body being built. 0 or ENOMEM. */
+static int metrics_append(char **body, size_t *len, const char *text, size_t n)
+{
+	char *grown = realloc(*body, *len + n + 1);
+
+	if (grown == NULL)
+		return ENOMEM;
+	memcpy(grown + *len, text, n);
+	grown[*len + n] = '\0';
+	*body = grown;
+	*len += n;
+	return 0;
+}
+
 static int admin_metrics(void *arg, char **body, size_t *len, const char **content_type)
 {
 	registry *r = arg;
 	int rv;
 
 	char extra[512];
-	char *grown;
+	char *lib = NULL;
+	size_t lib_len = 0;
 	int n;
 
 	pthread_mutex_lock(&r->mtx);
@@ -732,15 +751,14 @@ static int admin_metrics(void *arg, char **body, size_t *len, const char **conte
 		     (unsigned long long)r->lookups_received,
 		     (unsigned long long)r->lookups_answered, (unsigned long long)r->lookup_heals);
 	pthread_mutex_unlock(&r->mtx);
-	if (rv == 0 && n > 0 && (size_t)n < sizeof(extra)) {
-		if ((grown = realloc(*body, *len + (size_t)n + 1)) == NULL) {
-			rv = ENOMEM;
-		} else {
-			memcpy(grown + *len, extra, (size_t)n + 1);
-			*body = grown;
-			*len += (size_t)n;
-		}
-	}
+	if (rv == 0 && n > 0 && (size_t)n < sizeof(extra))
+		rv = metrics_append(body, len, extra, (size_t)n);
+	/* The process-wide series: the listeners' heals (listen_keeper.h). */
+	if (rv == 0 && (lib = shop_metrics_render(shop_metrics_default(), &lib_len)) == NULL)
+		rv = ENOMEM;
+	if (rv == 0)
+		rv = metrics_append(body, len, lib, lib_len);
+	free(lib);
 	*content_type = "text/plain; version=0.0.4; charset=utf-8";
 	return admin_status(rv, content_type);
 }
@@ -797,6 +815,7 @@ typedef struct registry_config {
 	int lookup_contexts;
 	int lookup_warmup_ms;
 	int lookup_stall_ms;
+	int listen_probe_ms;
 #ifdef SHOP_REGISTRY_FAULTS
 	int fault_lose_sends;
 #endif
@@ -828,6 +847,9 @@ static int config_read(registry_config *c)
 	/* 0 turns the stuck-worker check off (lookup_heal). */
 	c->lookup_stall_ms =
 	    (int)shop_env_int(&env, "SHOP_REGISTRY_LOOKUP_STALL_MS", LOOKUP_STALL_MS, 0, 600000);
+	/* 0 turns the listeners' probes off (listen_keeper.h). */
+	c->listen_probe_ms =
+	    (int)shop_env_int(&env, "SHOP_LISTEN_PROBE_MS", SHOP_LISTEN_PROBE_MS, 0, 600000);
 #ifdef SHOP_REGISTRY_FAULTS
 	c->fault_lose_sends =
 	    (int)shop_env_int(&env, "SHOP_REGISTRY_FAULT_LOSE_SENDS", 0, 0, 1000000);
@@ -860,7 +882,8 @@ static int surveyor_start(registry *r, const registry_config *c)
 	    (rv = nng_pipe_notify(r->surv, NNG_PIPE_EV_ADD_POST, on_pipe_event, r)) != 0 ||
 	    (rv = nng_pipe_notify(r->surv, NNG_PIPE_EV_REM_POST, on_pipe_event, r)) != 0)
 		return rv;
-	if ((rv = nng_listen(r->surv, c->survey_url, NULL, 0)) != 0)
+	if ((rv = shop_listen_keeper_start(&r->surv_keeper, r->surv, c->survey_url, "survey",
+					   c->listen_probe_ms)) != 0)
 		SHOP_LOG(ERROR, "listen %s (SHOP_REGISTRY_SURVEY_URL): %s", c->survey_url,
 			 nng_strerror(rv));
 	return rv;
@@ -878,7 +901,8 @@ static int lookup_start(registry *r, const registry_config *c)
 	if ((rv = shop_nng_socket_defaults(r->rep)) != 0 ||
 	    (rv = nng_pipe_notify(r->rep, NNG_PIPE_EV_REM_POST, on_lookup_pipe_event, r)) != 0)
 		return rv;
-	if ((rv = nng_listen(r->rep, c->lookup_url, NULL, 0)) != 0) {
+	if ((rv = shop_listen_keeper_start(&r->rep_keeper, r->rep, c->lookup_url, "lookup",
+					   c->listen_probe_ms)) != 0) {
 		SHOP_LOG(ERROR, "listen %s (SHOP_REGISTRY_LOOKUP_URL): %s", c->lookup_url,
 			 nng_strerror(rv));
 		return rv;
@@ -956,6 +980,8 @@ static void registry_stop(registry *r, bool thread_started)
 {
 	int64_t quiet_at; /* then how long until then */
 
+	shop_listen_keeper_stop(r->surv_keeper);
+	shop_listen_keeper_stop(r->rep_keeper);
 	pthread_mutex_lock(&r->mtx);
 	r->stopping = true; /* no survey leaves after this */
 	pthread_cond_signal(&r->cv);
@@ -1002,6 +1028,9 @@ static void registry_stop(registry *r, bool thread_started)
 		nng_aio_set_msg(w->aio, NULL);
 	}
 	nng_close(r->rep);
+	shop_listen_keeper_destroy(r->surv_keeper);
+	shop_listen_keeper_destroy(r->rep_keeper);
+	r->surv_keeper = r->rep_keeper = NULL;
 	for (int i = 0; i < r->nworkers; i++) {
 		if (!r->workers[i]->retired) {
 			nng_aio_free(r->workers[i]->aio);
