@@ -14,6 +14,7 @@
 #include "config.h"
 #include "crash.h"
 #include "registry.h"
+#include "signals.h"
 #include "stop_watchdog.h"
 
 /* A stop takes milliseconds (150 at most waiting for a quiet moment, see
@@ -51,9 +52,8 @@ static void on_table_event(void *arg, reg_event ev, reg_leave_reason why, const 
 
 static int config_read(registry_config *c)
 {
-	const char *lvl, *why;
+	const char *why;
 	shop_env env;
-	int l;
 
 	shop_env_init(&env, "registry");
 	c->survey_url = shop_env_nng_url(&env, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
@@ -85,11 +85,7 @@ static int config_read(registry_config *c)
 	c->scrape_extra = shop_env_str(&env, "SHOP_REGISTRY_SCRAPE_EXTRA", "", false);
 	if (reg_dashboard_extra_check(c->scrape_extra, &why) != 0)
 		shop_env_fail(&env, "SHOP_REGISTRY_SCRAPE_EXTRA", "%s", why);
-	lvl = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
-	if ((l = shop_log_level_parse(lvl)) < 0)
-		shop_env_fail(&env, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
-			      lvl);
-	c->log_level = l < 0 ? SHOP_LOG_INFO : (shop_log_level)l;
+	c->log_level = shop_env_log_level(&env);
 	return shop_env_check(&env);
 }
 
@@ -112,11 +108,7 @@ int main(void)
 
 	/* Before any thread exists (nng starts its own), so that every thread
 	 * inherits the mask and SIGTERM/SIGINT reach only sigwait below. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	shop_stop_signals_block(&sigs);
 
 	if (config_read(&cfg) != 0)
 		return 2;
@@ -156,8 +148,8 @@ int main(void)
 		 cfg.survey_ms, cfg.misses, cfg.lookup_contexts, cfg.lookup_warmup_ms,
 		 cfg.lookup_stall_ms, SHOP_VERSION);
 
-	if (sigwait(&sigs, &sig) == 0)
-		SHOP_LOG(INFO, "signal %d: stopping", sig);
+	sig = shop_stop_signal_wait(&sigs);
+	SHOP_LOG(INFO, "signal %d: stopping", sig);
 	status = 0;
 	shop_stop_watchdog_start(REGISTRY_STOP_BUDGET_MS);
 
