@@ -38,6 +38,7 @@
 #include "log.h"
 #include "stop_watchdog.h"
 #include "registry_client.h"
+#include "signals.h"
 #include "trace.h"
 #include "upstream.h"
 
@@ -57,7 +58,8 @@ static void *sig_thread(void *arg)
 	sig_waiter *w = arg;
 	int sig = 0;
 
-	sigwait(&w->set, &sig);
+	sig = shop_stop_signal_wait(&w->set);
+	(void)sig;
 	stop_flag = 1;
 	gw_http_wake(w->http);
 	return NULL;
@@ -82,11 +84,12 @@ int main(void)
 	char host[64], *required_buf = NULL;
 	const char *required[MAX_REQUIRED];
 	gw_http_config cfg = {.host = host, .required = required};
-	const char *lookup_url, *level_s, *required_s, *jwt_secret, *zipkin_url;
+	const char *lookup_url, *required_s, *jwt_secret, *zipkin_url;
+	shop_log_level level;
 	shop_zipkin_url zipkin;
 	shop_health *health = NULL;
 	int64_t refresh_ms;
-	int level, rv, status = 1, per_try_pct;
+	int rv, status = 1, per_try_pct;
 	shop_registry_view *view = NULL;
 	shop_upstream *up = NULL;
 	gw_http *http = NULL;
@@ -107,7 +110,7 @@ int main(void)
 	    (int)shop_env_int(&env, "SHOP_GATEWAY_REQUEST_TIMEOUT_S", 10, 1, 3600);
 	cfg.access_log_flush_ms =
 	    (int)shop_env_int(&env, "SHOP_GATEWAY_ACCESS_LOG_FLUSH_MS", 100, 0, 10000);
-	level_s = shop_env_str(&env, "SHOP_LOG_LEVEL", "info", false);
+	level = shop_env_log_level(&env);
 	cfg.instance = shop_env_str(&env, "SHOP_INSTANCE", "gateway", true);
 	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);
 	/* No token can be verified without the key: refuse to start. */
@@ -120,10 +123,6 @@ int main(void)
 		return 2;
 	cfg.jwt.key = (const unsigned char *)jwt_secret;
 	cfg.jwt.key_len = strlen(jwt_secret);
-	if ((level = shop_log_level_parse(level_s)) < 0) {
-		fprintf(stderr, "gateway: SHOP_LOG_LEVEL: must be debug, info, warn or error\n");
-		return 2;
-	}
 	if ((required_buf = strdup(required_s)) == NULL ||
 	    split_services(required_buf, required, MAX_REQUIRED, &cfg.n_required) != 0) {
 		fprintf(stderr,
@@ -133,18 +132,14 @@ int main(void)
 		free(required_buf);
 		return 2;
 	}
-	shop_log_init(cfg.instance, (shop_log_level)level, NULL);
+	shop_log_init(cfg.instance, level, NULL);
 	/* Before any thread: a crash leaves a fatal line (lib/crash.h). */
 	if ((rv = shop_crash_install(cfg.instance)) != 0)
 		SHOP_LOG(WARN, "crash handler not installed: %s", strerror(rv));
 
 	/* Block the signals before any thread starts, so that every thread
 	 * (nng's included) inherits the mask and only sig_thread takes them. */
-	sigemptyset(&waiter.set);
-	sigaddset(&waiter.set, SIGTERM);
-	sigaddset(&waiter.set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	shop_stop_signals_block(&waiter.set);
 
 	if (shop_trace_start(zipkin_url, cfg.instance) != 0)
 		goto out;

@@ -1,6 +1,9 @@
 /* clock.c -- wall and monotonic clocks, and RFC 3339 timestamps. */
 #include "clock.h"
 
+#include <errno.h>
+#include <poll.h>
+
 #include <stdio.h>
 #include <time.h>
 
@@ -58,4 +61,17 @@ struct timespec shop_mono_deadline(int64_t ms)
 		t.tv_nsec -= 1000000000L;
 	}
 	return t;
+}
+
+int shop_wait_fd(int fd, short events, int64_t deadline_us)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	int64_t left;
+	int rv;
+
+	do {
+		left = (deadline_us - shop_now_mono_us()) / 1000;
+		rv = poll(&p, 1, left > 0 ? (int)(left < 0x7fffffff ? left : 0x7fffffff) : 0);
+	} while (rv < 0 && errno == EINTR);
+	return rv > 0 ? 0 : -1;
 }

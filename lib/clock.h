@@ -16,5 +16,8 @@ void shop_rfc3339_ms(int64_t unix_ms, char *buf, size_t cap);
 int shop_cond_init_mono(pthread_cond_t *cv);
 /* The CLOCK_MONOTONIC instant ms from now, for such a cv's timed wait. */
 struct timespec shop_mono_deadline(int64_t ms);
+/* Waits (poll, EINTR retried) for events on fd until deadline_us, a
+ * CLOCK_MONOTONIC instant in µs; 0 when ready, -1 on time-out or error. */
+int shop_wait_fd(int fd, short events, int64_t deadline_us);
 
 #endif

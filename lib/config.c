@@ -72,29 +72,24 @@ int64_t shop_env_int(shop_env *e, const char *name, int64_t def, int64_t min, in
 	if (v == NULL || v[0] == '\0')
 		return def;
 	if (shop_parse_int(v, min, max, &out) != 0) {
-		shop_env_fail(e, name, "\"%.64s\" is not an integer in [%lld, %lld]", v, (long long)min,
-			 (long long)max);
+		shop_env_fail(e, name, "\"%.64s\" is not an integer in [%lld, %lld]", v,
+			      (long long)min, (long long)max);
 		return def;
 	}
 	return out;
 }
 
-bool shop_env_bool(shop_env *e, const char *name, bool def)
+shop_log_level shop_env_log_level(shop_env *e)
 {
-	static const char *const yes[] = {"1", "true", "yes", "on"};
-	static const char *const no[] = {"0", "false", "no", "off"};
-	const char *v = getenv(name);
+	const char *v = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
+	int l = shop_log_level_parse(v);
 
-	if (v == NULL || v[0] == '\0')
-		return def;
-	for (size_t i = 0; i < 4; i++) {
-		if (strcasecmp(v, yes[i]) == 0)
-			return true;
-		if (strcasecmp(v, no[i]) == 0)
-			return false;
+	if (l < 0) {
+		shop_env_fail(e, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
+			      v);
+		return SHOP_LOG_INFO;
 	}
-	shop_env_fail(e, name, "\"%.64s\" is not a boolean (true/false)", v);
-	return def;
+	return (shop_log_level)l;
 }
 
 const char *shop_env_nng_url(shop_env *e, const char *name, const char *def)
@@ -109,7 +104,8 @@ const char *shop_env_nng_url(shop_env *e, const char *name, const char *def)
 		if (shop_parse_hostport(v + 6, host, sizeof(host), &port) != 0 || port == 0)
 			shop_env_fail(e, name, "\"%.128s\" is not tcp://HOST:PORT", v);
 	} else if (strncmp(v, "ipc://", 6) != 0 && strncmp(v, "inproc://", 9) != 0) {
-		shop_env_fail(e, name, "\"%.128s\" is not an nng URL (tcp://, ipc:// or inproc://)", v);
+		shop_env_fail(e, name, "\"%.128s\" is not an nng URL (tcp://, ipc:// or inproc://)",
+			      v);
 	}
 	return v;
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
+
 typedef struct shop_env {
 	const char *prog; /* borrowed; used in the message */
 	bool failed;
@@ -28,8 +30,8 @@ const char *shop_env_str(shop_env *e, const char *name, const char *def, bool re
  * range records an error naming the variable and returns def. */
 int64_t shop_env_int(shop_env *e, const char *name, int64_t def, int64_t min, int64_t max);
 
-/* "1/true/yes/on" or "0/false/no/off"; def when unset. */
-bool shop_env_bool(shop_env *e, const char *name, bool def);
+/* SHOP_LOG_LEVEL: debug, info (the default), warn or error. */
+shop_log_level shop_env_log_level(shop_env *e);
 
 /* An nng URL "tcp://host:port" (or ipc://, inproc://). */
 const char *shop_env_nng_url(shop_env *e, const char *name, const char *def);
@@ -46,7 +48,7 @@ const char *shop_env_secret(shop_env *e, const char *name, size_t min_len);
 /* Records an error for name (a check main makes beyond the readers'). Only
  * the first error is kept. */
 void shop_env_fail(shop_env *e, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* 0 when every read succeeded; otherwise prints the first error to stderr
  * and returns -1. */

@@ -41,20 +41,6 @@ struct shop_health {
 
 /* ---- the checks (checking thread) -------------------------------------------- */
 
-/* Waits for events on fd until deadline (monotonic µs); 0 when ready. */
-static int wait_fd(int fd, short events, int64_t deadline_us)
-{
-	struct pollfd p = {.fd = fd, .events = events};
-	int64_t left;
-	int rv;
-
-	do {
-		left = (deadline_us - shop_now_mono_us()) / 1000;
-		rv = poll(&p, 1, left > 0 ? (int)left : 0);
-	} while (rv < 0 && errno == EINTR);
-	return rv > 0 ? 0 : -1;
-}
-
 static void pg_quiet(void *arg, const PGresult *res)
 {
 	(void)arg;
@@ -73,8 +59,8 @@ static int pg_connect(shop_health *h, int64_t deadline_us)
 		return -1;
 	while (st != PGRES_POLLING_OK) {
 		if (st == PGRES_POLLING_FAILED ||
-		    wait_fd(PQsocket(h->pg), st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-			    deadline_us) != 0)
+		    shop_wait_fd(PQsocket(h->pg), st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+				 deadline_us) != 0)
 			return -1;
 		st = PQconnectPoll(h->pg);
 	}
@@ -100,13 +86,13 @@ static shop_check pg_check(shop_health *h, int timeout_ms)
 	if (PQsendQuery(h->pg, "SELECT 1") == 0)
 		goto fail;
 	while ((rv = PQflush(h->pg)) == 1)
-		if (wait_fd(PQsocket(h->pg), POLLOUT, deadline_us) != 0)
+		if (shop_wait_fd(PQsocket(h->pg), POLLOUT, deadline_us) != 0)
 			goto fail;
 	if (rv != 0)
 		goto fail;
 	for (;;) {
 		while (PQisBusy(h->pg))
-			if (wait_fd(PQsocket(h->pg), POLLIN, deadline_us) != 0 ||
+			if (shop_wait_fd(PQsocket(h->pg), POLLIN, deadline_us) != 0 ||
 			    PQconsumeInput(h->pg) == 0)
 				goto fail;
 		if ((res = PQgetResult(h->pg)) == NULL)

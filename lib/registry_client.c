@@ -20,7 +20,7 @@
 
 /* Fast reconnects, so that an instance is back in the table within about a
  * survey of the registry's restart. The registry's lookup warm-up
- * (registry/main.c, SHOP_REGISTRY_LOOKUP_WARMUP_MS) counts on the 500 ms. */
+ * (registry/main.c reads SHOP_REGISTRY_LOOKUP_WARMUP_MS) counts on the 500 ms. */
 #define ADV_RECONN_MIN_MS 50
 #define ADV_RECONN_MAX_MS 500
 /* How long destroy waits for the next survey before it closes (see

@@ -43,6 +43,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "clock.h"
+#include "listen_keeper.h"
 #include "log.h"
 #include "metrics.h"
 #include "rpc_client.h"
@@ -87,6 +88,7 @@ struct shop_rpc_server {
 	shop_rpc_server_config cfg;
 	nng_socket sock;
 	bool sock_open;
+	shop_listen_keeper *keeper; /* the listener, probed and re-opened (listen_keeper.h) */
 	nng_mtx *mtx;
 	nng_cv *cv;       /* signalled when a worker sets its done flag */
 	nng_cv *queue_cv; /* signalled when a call is queued, and at the stop */
@@ -483,6 +485,9 @@ static void worker_main(void *arg)
  * next receive, or is in it and is cancelled. */
 static void server_stop(shop_rpc_server *s)
 {
+	/* A re-opened listener would close the connections of the replies
+	 * still to come. */
+	shop_listen_keeper_stop(s->keeper);
 	nng_mtx_lock(s->mtx);
 	s->stopping = true;
 	for (int i = 0; i < s->n_slots; i++)
@@ -506,6 +511,7 @@ static void server_free(shop_rpc_server *s)
 	}
 	if (s->sock_open)
 		nng_close(s->sock); /* fails pending receives and sends: ECLOSED */
+	shop_listen_keeper_destroy(s->keeper);
 	for (int i = 0; i < s->n_threads; i++)
 		nng_thread_destroy(s->workers[i].thr); /* joins */
 	/* Waits for a callback still running; none starts again (stopping). */
@@ -581,7 +587,10 @@ int shop_rpc_server_create(shop_rpc_server **out, const shop_rpc_server_config *
 			goto out_free;
 		s->n_workers++;
 	}
-	if ((rv = nng_listen(s->sock, cfg->url, NULL, 0)) != 0)
+	if ((rv = shop_listen_keeper_start(&s->keeper, s->sock, cfg->url, "rpc",
+					   cfg->listen_probe_ms == 0  ? SHOP_LISTEN_PROBE_MS
+					   : cfg->listen_probe_ms < 0 ? 0
+								      : cfg->listen_probe_ms)) != 0)
 		goto out_free;
 	server_metrics_declare(cfg);
 	for (int i = 0; i < cfg->workers; i++) {

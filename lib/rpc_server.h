@@ -58,6 +58,9 @@ typedef struct shop_rpc_server_config {
 	 * shed at once. 0: SHOP_RPC_DEFAULT_INFLIGHT_PER_WORKER × workers;
 	 * less than workers: workers. */
 	int max_inflight;
+	/* Between probes of the listener (listen_keeper.h): 0,
+	 * SHOP_LISTEN_PROBE_MS; below 0, no probe. */
+	int listen_probe_ms;
 	const shop_rpc_method *methods; /* borrowed for the server's lifetime */
 	size_t n_methods;
 	void *app; /* passed to handlers */

@@ -16,9 +16,11 @@
 #include "clock.h"
 #include "crash.h"
 #include "health.h"
+#include "listen_keeper.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry_client.h"
+#include "signals.h"
 #include "stop_watchdog.h"
 #include "trace.h"
 
@@ -52,9 +54,11 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 	c->weight = shop_env_int(e, "SHOP_WEIGHT", 100, 0, 1000000);
 	c->workers = shop_env_int(e, "SHOP_WORKERS", 8, 1, 256);
 	c->max_inflight = shop_env_int(e, "SHOP_RPC_MAX_INFLIGHT", 0, 0, 4096);
+	c->listen_probe_ms =
+	    shop_env_int(e, "SHOP_LISTEN_PROBE_MS", SHOP_LISTEN_PROBE_MS, 0, 600000);
 	c->survey_url = shop_env_nng_url(e, "SHOP_REGISTRY_SURVEY_URL", "tcp://127.0.0.1:7100");
 	c->pg_dsn = shop_env_str(e, "SHOP_PG_DSN", NULL, true);
-	c->log_level = shop_env_str(e, "SHOP_LOG_LEVEL", "info", false);
+	c->log_level = shop_env_log_level(e);
 	c->drain_ms = shop_env_int(e, "SHOP_DRAIN_MS", 4000, 0, 60000);
 	c->redis_addr = shop_env_str(e, "SHOP_REDIS_ADDR", NULL, false);
 	if (c->redis_addr != NULL)
@@ -92,9 +96,6 @@ void shop_service_config_read(shop_service_config *c, shop_env *e, const char *s
 			    "\"%.64s\" is not HOST:PORT with a host name or an IP address",
 			    c->admin_host);
 	}
-	if (shop_log_level_parse(c->log_level) < 0)
-		shop_env_fail(e, "SHOP_LOG_LEVEL", "\"%.32s\" is not debug, info, warn or error",
-			      c->log_level);
 }
 
 shop_pg *shop_service_pg(const shop_rpc_call *call)
@@ -115,17 +116,6 @@ void shop_service_reply_db_down(shop_rpc_reply *reply)
 {
 	shop_rpc_reply_error(reply, SHOP_RPC_UNAVAILABLE, "DATABASE_UNAVAILABLE",
 			     "the service's database is unavailable");
-}
-
-void shop_service_block_signals(void)
-{
-	sigset_t sigs;
-
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
 }
 
 /* The running service's configuration: one service per process, and the
@@ -197,7 +187,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	sigset_t sigs;
 	int sig, rv, status = 1;
 
-	shop_log_init(c->instance, (shop_log_level)shop_log_level_parse(c->log_level), NULL);
+	shop_log_init(c->instance, c->log_level, NULL);
 	/* Before the service's own threads: a crash leaves a fatal line
 	 * (lib/crash.h). */
 	if ((rv = shop_crash_install(c->instance)) != 0)
@@ -207,10 +197,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 
 	/* Every thread made from here on inherits the mask; main takes the
 	 * signals with sigwait, so no handler runs on a library thread. */
-	shop_service_block_signals();
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
+	shop_stop_signals_block(&sigs);
 
 	if (service_migrate(c, migrations, n_migrations) != 0) {
 		SHOP_LOG(ERROR, "database migrations failed; stopping");
@@ -221,6 +208,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 	scfg.url = c->rpc_url;
 	scfg.workers = (int)c->workers;
 	scfg.max_inflight = (int)c->max_inflight;
+	scfg.listen_probe_ms = c->listen_probe_ms > 0 ? (int)c->listen_probe_ms : -1;
 	scfg.methods = methods;
 	scfg.n_methods = n_methods;
 	scfg.app = app;
@@ -274,8 +262,7 @@ int shop_service_run(const shop_service_config *c, const shop_rpc_method *method
 
 	SHOP_LOG(INFO, "%s serving %s (admin %s, weight %u, %d workers)", c->service, c->rpc_url,
 		 self.admin_url, self.weight, (int)c->workers);
-	while (sigwait(&sigs, &sig) != 0)
-		;
+	sig = shop_stop_signal_wait(&sigs);
 	SHOP_LOG(INFO, "signal %d: deregistering and draining", sig);
 	status = 0;
 	/* Past the whole stop budget (deregistration, drain, a second of

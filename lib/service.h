@@ -20,14 +20,15 @@ typedef struct shop_service_config {
 	const char *admin_host; /* SHOP_ADMIN_ADDR */
 	uint16_t admin_port;
 	char admin_host_buf[64];
-	int64_t weight;         /* SHOP_WEIGHT */
-	int64_t workers;        /* SHOP_WORKERS */
-	int64_t max_inflight;   /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
-	const char *survey_url; /* SHOP_REGISTRY_SURVEY_URL */
-	const char *pg_dsn;     /* SHOP_PG_DSN */
-	const char *log_level;  /* SHOP_LOG_LEVEL */
-	int64_t drain_ms;       /* SHOP_DRAIN_MS */
-	const char *redis_addr; /* SHOP_REDIS_ADDR; NULL when the service runs without */
+	int64_t weight;           /* SHOP_WEIGHT */
+	int64_t workers;          /* SHOP_WORKERS */
+	int64_t max_inflight;     /* SHOP_RPC_MAX_INFLIGHT; 0: 8 × workers */
+	int64_t listen_probe_ms;  /* SHOP_LISTEN_PROBE_MS; 0: no probe (listen_keeper.h) */
+	const char *survey_url;   /* SHOP_REGISTRY_SURVEY_URL */
+	const char *pg_dsn;       /* SHOP_PG_DSN */
+	shop_log_level log_level; /* SHOP_LOG_LEVEL */
+	int64_t drain_ms;         /* SHOP_DRAIN_MS */
+	const char *redis_addr;   /* SHOP_REDIS_ADDR; NULL when the service runs without */
 	char redis_host[64];
 	uint16_t redis_port;
 	int64_t redis_timeout_ms;  /* SHOP_REDIS_TIMEOUT_MS */
@@ -63,12 +64,6 @@ shop_redis *shop_service_redis(const shop_rpc_call *call);
 /* UNAVAILABLE, reason DATABASE_UNAVAILABLE (answered 503
  * service_unavailable at the edge): the service's own database failed. */
 void shop_service_reply_db_down(shop_rpc_reply *reply);
-
-/* Blocks SIGTERM and SIGINT in the calling thread, so that every thread
- * made afterwards inherits the mask and only shop_service_run's sigwait
- * takes them. Call first in main when main makes threads (a registry
- * view...) before shop_service_run; calling it twice is harmless. */
-void shop_service_block_signals(void);
 
 /* Runs until SIGTERM/SIGINT. Returns the process exit status. */
 int shop_service_run(const shop_service_config *c, const shop_rpc_method *methods, size_t n_methods,

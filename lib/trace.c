@@ -370,26 +370,6 @@ int shop_zipkin_url_parse(const char *url, shop_zipkin_url *out)
 
 /* ---- the HTTP client ------------------------------------------------------------- */
 
-/* Milliseconds left until deadline (monotonic µs), at least 0. */
-static int left_ms(int64_t deadline_us)
-{
-	int64_t left = (deadline_us - shop_now_mono_us()) / 1000;
-
-	return left > 0 ? (int)left : 0;
-}
-
-/* Waits for events on fd until the deadline; 0 when ready, -1 otherwise. */
-static int wait_fd(int fd, short events, int64_t deadline_us)
-{
-	struct pollfd p = {.fd = fd, .events = events};
-	int rv;
-
-	do {
-		rv = poll(&p, 1, left_ms(deadline_us));
-	} while (rv < 0 && errno == EINTR);
-	return rv > 0 ? 0 : -1;
-}
-
 /* A non-blocking socket connected to the collector, or -1. */
 static int http_connect(const shop_zipkin_url *u, int64_t deadline_us, const char **why)
 {
@@ -409,7 +389,7 @@ static int http_connect(const shop_zipkin_url *u, int64_t deadline_us, const cha
 			continue;
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
-		if (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline_us) == 0 &&
+		if (errno == EINPROGRESS && shop_wait_fd(fd, POLLOUT, deadline_us) == 0 &&
 		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0)
 			break;
 		close(fd);
@@ -430,7 +410,7 @@ static int send_all(int fd, const char *p, size_t len, int64_t deadline_us)
 		} else if (w < 0 && errno == EINTR) {
 			continue;
 		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(fd, POLLOUT, deadline_us) != 0)
+			if (shop_wait_fd(fd, POLLOUT, deadline_us) != 0)
 				return -1;
 		} else {
 			return -1;
@@ -474,7 +454,7 @@ static int http_post(const shop_zipkin_url *u, const char *body, size_t len, int
 		} else if (r < 0 && errno == EINTR) {
 			continue;
 		} else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(fd, POLLIN, deadline_us) != 0)
+			if (shop_wait_fd(fd, POLLIN, deadline_us) != 0)
 				goto out;
 		} else {
 			break; /* closed, or an error */

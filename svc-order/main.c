@@ -8,6 +8,7 @@
 #include "order_store.h"
 #include "registry_client.h"
 #include "service.h"
+#include "signals.h"
 #include "upstream.h"
 
 /* The product breakers' resilience4j_* lines on /metrics. */
@@ -29,7 +30,7 @@ int main(void)
 	shop_env env;
 	int status = 1;
 
-	shop_service_block_signals(); /* before the view's thread starts */
+	shop_stop_signals_block(NULL); /* before the view's thread starts */
 	shop_env_init(&env, "svc-order");
 	shop_service_config_read(&cfg, &env, "order", "order", "tcp://127.0.0.1:7221",
 				 "127.0.0.1:7321");

@@ -25,6 +25,7 @@ the message, whose first 4 bytes are the request or survey id.
 """
 
 import os
+import re
 import secrets
 import select
 import signal
@@ -429,6 +430,97 @@ def served_by(order_id, who):
     return r if r.status == 200 and r.header("x-served-by") == who else None
 
 
+def reset_storm(port, n):
+    """n connections that send FIN, then RST, before the listener reads
+    their SP handshake: each makes nng 1.5.2's handshake fail with EPIPE,
+    which it reports to the listener's accept as "closed", and the accept
+    loop stops for good (lib/listen_keeper.h)."""
+    linger = struct.pack("ii", 1, 0)
+    for _ in range(n):
+        s = socket.socket()
+        try:
+            s.connect((HOST, port))
+            s.shutdown(socket.SHUT_WR)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        except OSError:
+            pass
+        s.close()
+
+
+def answers_fresh(port, proto, timeout):
+    """True when a fresh connection on port is taken into its socket: for a
+    REP listener a request is answered (any answer), for the survey
+    listener a survey arrives."""
+    try:
+        s = sp_connect(port, proto, timeout)
+    except OSError:
+        return False
+    try:
+        s.settimeout(timeout)
+        if proto == PROTO_REQ:
+            s.sendall(frame(struct.pack(">I", 0x80000000 | secrets.randbits(31)) + b"\xff"))
+        sp_recv(s)
+        return True
+    except (OSError, ConnectionError):
+        return False
+    finally:
+        s.close()
+
+
+def listener_heals(inst, listener):
+    port = stack.ADMIN_PORTS[inst]
+    text = request("GET", "/metrics", port=port).body.decode()
+    m = re.search(r'^shop_nng_listener_heals_total\{listener="%s"\} (\d+)$' % listener, text, re.M)
+    check(m is not None, "%s /metrics has no shop_nng_listener_heals_total{listener=%s}"
+          % (inst, listener))
+    return int(m.group(1))
+
+
+def test_reset_handshakes_do_not_deafen_a_listener():
+    """Every nng listener of the stack is made deaf by connections reset
+    during their handshake (rounds of 300 until a fresh connection is no
+    longer taken in: proof that the fault happened), and is serving fresh
+    connections again within 4 s, its re-opening counted in /metrics;
+    afterwards the normal request of each port is answered and the
+    platform serves GET /products."""
+    healed_ms = {}
+    for name, (port, proto, inst) in NNG_PORTS.items():
+        listener = {"registry survey": "survey", "registry lookup": "lookup"}.get(name, "rpc")
+        before = listener_heals(inst, listener)
+        # A survey comes once a period (500 ms); an answer in milliseconds.
+        wait = 1.2 if proto == PROTO_RESPONDENT else 0.4
+        deaf = False
+        for _ in range(20):
+            reset_storm(port, 300)
+            if not answers_fresh(port, proto, wait):
+                deaf = True
+                break
+        check(deaf, "%s never went deaf after 6000 reset handshakes: is nng fixed?" % name)
+        t0 = time.monotonic()
+        while not answers_fresh(port, proto, wait):
+            check(time.monotonic() - t0 < 4.0, "%s still deaf %.1f s after the storm"
+                  % (name, time.monotonic() - t0))
+        healed_ms[name] = round((time.monotonic() - t0) * 1000)
+        check(listener_heals(inst, listener) > before,
+              "%s served again but no heal counted" % name)
+    # The instances re-dial the re-opened survey listener: wait for them.
+    deadline = time.monotonic() + 5
+    want = {n for n in stack.built_instances() if n not in ("registry", "gateway")}
+    while not want <= set(stack.registry_instances()):
+        check(time.monotonic() < deadline, "instances not back in the registry")
+        time.sleep(0.1)
+    for name in NNG_PORTS:
+        normal_request(name)
+    deadline = time.monotonic() + 5
+    while True:
+        r = api("GET", "/products?page_size=1")
+        if r.status == 200:
+            break
+        check(time.monotonic() < deadline, "GET /products after the storms: %d" % r.status)
+        time.sleep(0.1)
+    return "deaf -> serving again (ms): %r" % healed_ms
+
+
 def test_fake_redis_answers_from_postgres():
     if not (stack.built("order") and stack.built("gateway")):
         raise stack.Fail("svc-order or the gateway is not built")
@@ -714,4 +806,6 @@ CASES = [
 # Stops and restarts the order instance: run with the other fault cases.
 FAULT_CASES = [
     test_fake_redis_answers_from_postgres,
+    # Re-opened listeners close their connections: instances re-dial.
+    test_reset_handshakes_do_not_deafen_a_listener,
 ]

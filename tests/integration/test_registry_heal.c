@@ -1,8 +1,8 @@
 /* test_registry_heal.c -- the registry re-opens lookup workers that are
- * stuck (registry/main.c, lookup_heal).
+ * stuck (registry/lookup.c, lookup_heal).
  *
  * The stall is induced, not waited for: the registry under test is
- * registry-faults (SHOP_REGISTRY_FAULTS_BIN), the same registry/main.c
+ * registry-faults (SHOP_REGISTRY_FAULTS_BIN), the same registry sources
  * built with -DSHOP_REGISTRY_FAULTS, in which SHOP_REGISTRY_FAULT_LOSE_SENDS=N
  * makes the first N answers never be sent: those workers stay in LW_SEND
  * for ever, as a worker whose send never completes would. With all 8

@@ -31,6 +31,28 @@ static void test_config_int_rejects_junk_and_names_variable(void)
 	unsetenv("SHOP_T_INT");
 }
 
+/* SHOP_LOG_LEVEL, read the same way by every process. */
+static void test_config_log_level(void)
+{
+	shop_env e;
+
+	unsetenv("SHOP_LOG_LEVEL");
+	shop_env_init(&e, "t");
+	CU_ASSERT_EQUAL(shop_env_log_level(&e), SHOP_LOG_INFO);
+	CU_ASSERT_FALSE(e.failed);
+	setenv("SHOP_LOG_LEVEL", "warn", 1);
+	shop_env_init(&e, "t");
+	CU_ASSERT_EQUAL(shop_env_log_level(&e), SHOP_LOG_WARN);
+	CU_ASSERT_FALSE(e.failed);
+	setenv("SHOP_LOG_LEVEL", "loud", 1);
+	shop_env_init(&e, "t");
+	CU_ASSERT_EQUAL(shop_env_log_level(&e), SHOP_LOG_INFO);
+	CU_ASSERT_TRUE(e.failed);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.err, "SHOP_LOG_LEVEL"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.err, "loud"));
+	unsetenv("SHOP_LOG_LEVEL");
+}
+
 static void test_config_int_accepts_range(void)
 {
 	shop_env e;
@@ -125,6 +147,7 @@ SHOP_TEST_MAIN("config",
 	{"int accepts its range", test_config_int_accepts_range},
 	{"keeps the first error", test_config_keeps_first_error},
 	{"nng url", test_config_nng_url},
+	{"log level", test_config_log_level},
 	{"host:port", test_config_hostport},
 	{"short secret is refused, not echoed", test_config_secret_too_short_is_not_echoed},
 	{"required string", test_config_required_string})
