@@ -965,11 +965,28 @@ static void jb_message(shop_buf *b, const ProtobufCMessage *msg)
 		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
 		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
 			continue;
-		if (!first)
-			shop_buf_put(b, ",", 1);
+		/* The separator and the key in one append: a proto field name
+		 * is an identifier (letters, digits, '_'), which JSON needs no
+		 * escape for. */
+		size_t len = strlen(f->name), n = 0;
+		char key[80];
+
+		if (len + 4 <= sizeof(key)) {
+			if (!first)
+				key[n++] = ',';
+			key[n++] = '"';
+			memcpy(key + n, f->name, len);
+			n += len;
+			key[n++] = '"';
+			key[n++] = ':';
+			shop_buf_put(b, key, n);
+		} else {
+			if (!first)
+				shop_buf_put(b, ",", 1);
+			jb_str(b, f->name);
+			shop_buf_put(b, ":", 1);
+		}
 		first = false;
-		jb_str(b, f->name);
-		shop_buf_put(b, ":", 1);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
 			const char *arr = *(char *const *)(base + f->offset);
