@@ -313,10 +313,11 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 }
 
 const shop_rpc_method order_methods[] = {
-    {"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor,
-     create_order},
+    {"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor, create_order,
+     SHOP_RPC_BLOCKING},
     {"/shop.v1.OrderService/AddOrderItem", &shop__v1__add_order_item_request__descriptor,
-     add_order_item},
-    {"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order},
+     add_order_item, SHOP_RPC_BLOCKING},
+    {"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order,
+     SHOP_RPC_BLOCKING},
 };
 const size_t order_n_methods = sizeof(order_methods) / sizeof(order_methods[0]);
