@@ -22,9 +22,6 @@
 #include "log.h"
 #include "redis.h"
 
-#define REDIS_BACKOFF_MIN_MS 100
-#define REDIS_BACKOFF_MAX_MS 5000
-
 /* One command, from its submission to its outcome. */
 struct rl_cmd {
 	struct rl_cmd *next;
@@ -127,10 +124,8 @@ static void timer_rearm(shop_redis_loop *l)
  * after the backoff. */
 static void conn_failed(shop_redis_loop *l, const char *what)
 {
-	int next = l->backoff_ms == 0 ? REDIS_BACKOFF_MIN_MS : l->backoff_ms * 2;
+	int next = shop_redis_backoff_next(l->backoff_ms);
 
-	if (next > REDIS_BACKOFF_MAX_MS)
-		next = REDIS_BACKOFF_MAX_MS;
 	if (l->ok)
 		SHOP_LOG(WARN, "redis %s:%u: %s; retrying in %d ms", l->host, (unsigned)l->port,
 			 what, next);

@@ -371,26 +371,29 @@ struct sync_wait {
 	bool finished, deferred;
 };
 
-static void sync_finish(struct srv_call *sc)
+static void sync_wake(struct srv_call *sc, bool deferred)
 {
 	struct sync_wait *w = sc->owner;
 
 	pthread_mutex_lock(&w->mtx);
-	w->finished = true;
+	if (deferred)
+		w->deferred = true;
+	else
+		w->finished = true;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mtx);
+}
+
+static void sync_finish(struct srv_call *sc)
+{
+	sync_wake(sc, false);
 }
 
 /* The deferred handler runs on the thread waiting in handle, not on the
  * thread that deferred it (an event loop's, maybe). */
 static void sync_defer(struct srv_call *sc)
 {
-	struct sync_wait *w = sc->owner;
-
-	pthread_mutex_lock(&w->mtx);
-	w->deferred = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mtx);
+	sync_wake(sc, true);
 }
 
 int shop_rpc_server_handle(const shop_rpc_server_config *cfg, void *worker, int worker_index,
@@ -460,6 +463,16 @@ static void slot_send_locked(shop_rpc_server *s, struct srv_slot *sl, nng_msg *m
 	nng_ctx_send(sl->ctx, sl->aio);
 }
 
+/* Sends the reply msg (taken), or, NULL when none could be built, lets the
+ * slot receive again. Under s->mtx. */
+static void slot_reply_locked(shop_rpc_server *s, struct srv_slot *sl, nng_msg *msg)
+{
+	if (msg != NULL)
+		slot_send_locked(s, sl, msg);
+	else
+		slot_recv_locked(s, sl);
+}
+
 static uint8_t *msg_alloc(void *arg, size_t len)
 {
 	nng_msg *msg = arg;
@@ -505,13 +518,10 @@ static void slot_finish(struct srv_call *sc)
 	nng_mtx_lock(s->mtx);
 	if (--s->inflight == 0 && s->stopping)
 		nng_cv_wake(s->cv);
-	if (rv != 0) {
-		nng_msg_free(msg);
-		slot_recv_locked(s, sl);
-	} else {
-		slot_send_locked(s, sl, msg);
-	}
+	slot_reply_locked(s, sl, rv == 0 ? msg : NULL);
 	nng_mtx_unlock(s->mtx);
+	if (rv != 0)
+		nng_msg_free(msg);
 }
 
 /* A slot's call goes to the workers (any thread), or is dropped once the
@@ -655,13 +665,10 @@ static void slot_cb(void *arg)
 	nng_mtx_unlock(s->mtx);
 	rv = shed_build_reply(s, msg);
 	nng_mtx_lock(s->mtx);
-	if (rv != 0) {
-		nng_msg_free(msg);
-		slot_recv_locked(s, sl);
-	} else {
-		slot_send_locked(s, sl, msg);
-	}
+	slot_reply_locked(s, sl, rv == 0 ? msg : NULL);
 	nng_mtx_unlock(s->mtx);
+	if (rv != 0)
+		nng_msg_free(msg);
 }
 
 static void worker_main(void *arg)

@@ -801,6 +801,18 @@ static int call_unknown(shop_rpc_conn *c, int i)
 				  (void *)(intptr_t)i);
 }
 
+/* Calls 0..n-1 completed once each, answered OK. */
+static void col_assert_all_ok(int n)
+{
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < n; i++) {
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		CU_ASSERT_EQUAL(col.code[i], SHOP_RPC_OK);
+	}
+	pthread_mutex_unlock(&col.mtx);
+}
+
 static void *async_worker_init(void *app, int index)
 {
 	static int state;
@@ -889,13 +901,7 @@ static void test_rpc_nng_async_call_deferred_from_another_thread_runs_on_a_worke
 	for (int i = 0; i < 6; i++)
 		CU_ASSERT_EQUAL(call_async(c, i, 10 * i, 1), 0);
 	CU_ASSERT_EQUAL(col_wait(6, 3000), 6);
-	pthread_mutex_lock(&col.mtx);
-	for (int i = 0; i < 6; i++) {
-		CU_ASSERT_EQUAL(col.count[i], 1);
-		CU_ASSERT_EQUAL(col.rv[i], 0);
-		CU_ASSERT_EQUAL(col.code[i], SHOP_RPC_OK);
-	}
-	pthread_mutex_unlock(&col.mtx);
+	col_assert_all_ok(6);
 	shop_rpc_conn_destroy(c);
 	shop_rpc_server_destroy(srv, 1000);
 }
@@ -957,13 +963,7 @@ static void test_rpc_nng_server_destroy_answers_pending_async_calls(void)
 	shop_rpc_server_destroy(srv, 3000);
 	ms = (shop_now_mono_us() - t0) / 1000;
 	CU_ASSERT_EQUAL(col_wait(4, 3000), 4);
-	pthread_mutex_lock(&col.mtx);
-	for (int i = 0; i < 4; i++) {
-		CU_ASSERT_EQUAL(col.count[i], 1);
-		CU_ASSERT_EQUAL(col.rv[i], 0);
-		CU_ASSERT_EQUAL(col.code[i], SHOP_RPC_OK);
-	}
-	pthread_mutex_unlock(&col.mtx);
+	col_assert_all_ok(4);
 	printf("\n    destroy took %lld ms ", (long long)ms);
 	CU_ASSERT(ms >= 90 && ms < 1000);
 	shop_rpc_conn_destroy(c);
