@@ -210,7 +210,7 @@ static int conn_open(shop_redis_loop *l)
 	l->fns.createInteger = rl_create_integer;
 	l->fns.createNil = rl_create_nil;
 	ac->c.reader->fn = &l->fns;
-	redisReaderSetPrivdata(ac->c.reader, l);
+	ac->c.reader->privdata = l; /* redisReaderSetPrivdata casts to int */
 	l->expect = 0;
 	l->ac = ac;
 	if (redisLibevAttach(l->loop, ac) != REDIS_OK) {
