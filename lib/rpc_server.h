@@ -5,9 +5,10 @@
  * A request is one serialized RpcRequest. The server answers every request
  * with exactly one RpcResponse: INVALID_ARGUMENT for bytes that do not parse
  * (envelope or payload), UNIMPLEMENTED for an unknown method,
- * DEADLINE_EXCEEDED when deadline_unix_ms has passed before a worker takes
- * it, RESOURCE_EXHAUSTED (reason OVERLOADED, metadata retry_after) at once
- * when max_inflight calls are already in hand (queued or running), and
+ * DEADLINE_EXCEEDED when deadline_unix_ms has passed when it arrives or
+ * before a worker takes it, RESOURCE_EXHAUSTED (reason OVERLOADED, metadata
+ * retry_after) at once when max_inflight calls are already in hand (running,
+ * pending or queued for a worker), and
  * otherwise whatever the handler replies. */
 #ifndef SHOP_RPC_SERVER_H
 #define SHOP_RPC_SERVER_H
