@@ -63,7 +63,7 @@ static void list_handler(void *app, shop_rpc_call *call, const ProtobufCMessage 
 }
 
 static const shop_rpc_method methods[] = {
-    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler},
+    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler, SHOP_RPC_BLOCKING},
 };
 
 static const shop_rpc_server_config cfg = {
