@@ -13,9 +13,10 @@ int shop_balancer_pick(const uint32_t *weights, int n, uint64_t rnd)
 		total += weights[i];
 	if (n <= 0 || total == 0)
 		return -1;
-	/* Multiply-shift maps rnd onto [0, total) without modulo bias worth
-	 * speaking of (total is far below 2^32). */
-	point = (uint64_t)(((unsigned __int128)rnd * total) >> 64);
+	/* Multiply-shift maps rnd's top 32 bits onto [0, total) without modulo
+	 * bias worth speaking of (total is far below 2^32: weights are at most
+	 * 10^6 each); the product fits 64 bits for any total below 2^32. */
+	point = total < (UINT64_C(1) << 32) ? ((rnd >> 32) * total) >> 32 : rnd % total;
 	for (int i = 0; i < n; i++) {
 		if (point < weights[i])
 			return i;

@@ -52,6 +52,13 @@ void shop_redis_reader_setup(redisReader *reader)
 	pthread_mutex_unlock(&fns_mtx);
 }
 
+int shop_redis_backoff_next(int backoff_ms)
+{
+	int next = backoff_ms <= 0 ? REDIS_BACKOFF_MIN_MS : backoff_ms * 2;
+
+	return next > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : next;
+}
+
 shop_redis *shop_redis_create(const char *host, uint16_t port, int timeout_ms)
 {
 	shop_redis *r = calloc(1, sizeof(*r));
@@ -83,16 +90,14 @@ int shop_redis_ok(const shop_redis *r)
 static void redis_fail(shop_redis *r, const char *what)
 {
 	if (r->ok)
-		SHOP_LOG(WARN, "redis %s:%u: %s; retrying in %d ms", r->host, (unsigned)r->port, what,
-			 r->backoff_ms > 0 ? r->backoff_ms * 2 : REDIS_BACKOFF_MIN_MS);
+		SHOP_LOG(WARN, "redis %s:%u: %s; retrying in %d ms", r->host, (unsigned)r->port,
+			 what, shop_redis_backoff_next(r->backoff_ms));
 	if (r->ctx != NULL) {
 		redisFree(r->ctx);
 		r->ctx = NULL;
 	}
 	r->ok = 0;
-	r->backoff_ms = r->backoff_ms == 0 ? REDIS_BACKOFF_MIN_MS : r->backoff_ms * 2;
-	if (r->backoff_ms > REDIS_BACKOFF_MAX_MS)
-		r->backoff_ms = REDIS_BACKOFF_MAX_MS;
+	r->backoff_ms = shop_redis_backoff_next(r->backoff_ms);
 	r->retry_at_us = shop_now_mono_us() + (int64_t)r->backoff_ms * 1000;
 }
 

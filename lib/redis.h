@@ -24,6 +24,10 @@ void shop_redis_destroy(shop_redis *r); /* accepts NULL */
  * unreachable, timed out, or in backoff after a failure. */
 redisReply *shop_redis_command(shop_redis *r, int argc, const char **argv, const size_t *lens);
 
+/* The backoff after a failure that follows one of backoff_ms (0: none
+ * yet): 100 ms, doubling to 5 s. Shared with lib/redis_loop.c. */
+int shop_redis_backoff_next(int backoff_ms);
+
 /* True when the last command reached Redis (or none failed yet). */
 int shop_redis_ok(const shop_redis *r);
 

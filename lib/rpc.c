@@ -65,9 +65,10 @@ void shop_rpc_reply_fini(shop_rpc_reply *r)
 	shop_rpc_reply_init(r);
 }
 
-int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg)
+/* Makes r an OK reply with a payload buffer of len bytes, returned to be
+ * filled; NULL (and r INTERNAL) when out of memory. */
+static uint8_t *reply_ok_payload(shop_rpc_reply *r, size_t len)
 {
-	size_t len = protobuf_c_message_get_packed_size(msg);
 	/* malloc(0) may return NULL; one spare byte keeps "no memory" unambiguous. */
 	uint8_t *buf = malloc(len + 1);
 
@@ -75,16 +76,37 @@ int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg)
 	r->payload = NULL;
 	r->payload_len = 0;
 	if (buf == NULL) {
-		SHOP_LOG(ERROR, "rpc: out of memory packing a %zu-byte reply", len);
+		SHOP_LOG(ERROR, "rpc: out of memory for a %zu-byte reply", len);
 		shop_rpc_reply_error(r, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
-		return -1;
+		return NULL;
 	}
-	r->payload_len = protobuf_c_message_pack(msg, buf);
+	r->payload_len = len;
 	r->payload = buf;
 	r->code = SHOP_RPC_OK;
 	r->dependency_failed = false;
 	r->message[0] = '\0';
 	r->reason[0] = '\0';
+	return buf;
+}
+
+int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg)
+{
+	uint8_t *buf = reply_ok_payload(r, protobuf_c_message_get_packed_size(msg));
+
+	if (buf == NULL)
+		return -1;
+	r->payload_len = protobuf_c_message_pack(msg, buf);
+	return 0;
+}
+
+int shop_rpc_reply_ok_bytes(shop_rpc_reply *r, const uint8_t *packed, size_t len)
+{
+	uint8_t *buf = reply_ok_payload(r, len);
+
+	if (buf == NULL)
+		return -1;
+	if (len > 0)
+		memcpy(buf, packed, len);
 	return 0;
 }
 
@@ -141,7 +163,8 @@ void shop_rpc_reply_meta(shop_rpc_reply *r, const char *key, const char *val)
 		r->n_meta++;
 }
 
-int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len)
+int shop_rpc_reply_pack_with(const shop_rpc_reply *r, uint8_t *(*alloc)(void *arg, size_t len),
+			     void *arg, size_t *out_len)
 {
 	Shop__V1__RpcResponse resp = SHOP__V1__RPC_RESPONSE__INIT;
 	Shop__V1__RpcResponse__MetadataEntry entries[SHOP_RPC_MAX_META];
@@ -168,13 +191,25 @@ int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len)
 	resp.metadata = n > 0 ? ptrs : NULL;
 
 	len = shop__v1__rpc_response__get_packed_size(&resp);
-	if ((buf = malloc(len + 1)) == NULL) {
+	if ((buf = alloc(arg, len)) == NULL) {
 		SHOP_LOG(ERROR, "rpc: out of memory packing a %zu-byte RpcResponse", len);
 		return -1;
 	}
 	*out_len = shop__v1__rpc_response__pack(&resp, buf);
-	*out = buf;
 	return 0;
+}
+
+/* malloc(0) may return NULL; one spare byte keeps "no memory" unambiguous. */
+static uint8_t *pack_malloc(void *arg, size_t len)
+{
+	uint8_t **out = arg;
+
+	return *out = malloc(len + 1);
+}
+
+int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len)
+{
+	return shop_rpc_reply_pack_with(r, pack_malloc, out, out_len);
 }
 
 const char *shop_rpc_response_meta(const Shop__V1__RpcResponse *resp, const char *key)

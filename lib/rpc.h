@@ -56,6 +56,9 @@ void shop_rpc_reply_fini(shop_rpc_reply *r);
 /* Packs msg as the payload; code OK. Returns 0, or -1 when out of memory
  * (the reply is then INTERNAL). */
 int shop_rpc_reply_ok(shop_rpc_reply *r, const ProtobufCMessage *msg);
+/* As shop_rpc_reply_ok with a payload already packed (len bytes at packed,
+ * copied): a cached message answered as it was stored. */
+int shop_rpc_reply_ok_bytes(shop_rpc_reply *r, const uint8_t *packed, size_t len);
 /* Sets an error: code, stable reason (UPPER_SNAKE) and a printf message. */
 void shop_rpc_reply_error(shop_rpc_reply *r, int code, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -75,6 +78,12 @@ void shop_rpc_reply_meta(shop_rpc_reply *r, const char *key, const char *val);
 /* Packs the reply as an RpcResponse into a malloc'd buffer; caller frees
  * with free(). Returns 0 or -1 (out of memory). */
 int shop_rpc_reply_pack(const shop_rpc_reply *r, uint8_t **out, size_t *out_len);
+
+/* As shop_rpc_reply_pack, into the buffer alloc(arg, len) returns (NULL:
+ * out of memory, -1 returned), so that a reply is packed straight into a
+ * message of the transport's. *out_len is the length packed. */
+int shop_rpc_reply_pack_with(const shop_rpc_reply *r, uint8_t *(*alloc)(void *arg, size_t len),
+			     void *arg, size_t *out_len);
 
 /* Looks up a metadata value in an unpacked response; NULL when absent.
  * Borrowed from resp. */

@@ -24,7 +24,10 @@ def main(argv):
              "extern const size_t %s_len;" % sym,
              "const char %s[] = {" % sym]
     for i in range(0, len(data), 16):
-        lines.append("\t" + " ".join("0x%02x," % b for b in data[i:i + 16]))
+        # Bytes above 0x7f cast: a plain char may be signed, and the
+        # conversion must be said, not warned about (-Woverflow).
+        lines.append("\t" + " ".join(("(char)0x%02x," if b > 0x7f else "0x%02x,") % b
+                                      for b in data[i:i + 16]))
     lines.append("\t0x00,")
     lines.append("};")
     lines.append("const size_t %s_len = %d;" % (sym, len(data)))

@@ -330,7 +330,9 @@ out:
 }
 
 const shop_rpc_method auth_methods[] = {
-    {"/shop.v1.AuthService/SignUp", &shop__v1__sign_up_request__descriptor, sign_up},
-    {"/shop.v1.AuthService/SignIn", &shop__v1__sign_in_request__descriptor, sign_in},
+    {"/shop.v1.AuthService/SignUp", &shop__v1__sign_up_request__descriptor, sign_up,
+     SHOP_RPC_BLOCKING},
+    {"/shop.v1.AuthService/SignIn", &shop__v1__sign_in_request__descriptor, sign_in,
+     SHOP_RPC_BLOCKING},
 };
 const size_t auth_n_methods = sizeof(auth_methods) / sizeof(auth_methods[0]);

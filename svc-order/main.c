@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "order_service.h"
 #include "order_store.h"
+#include "redis_loop.h"
 #include "registry_client.h"
 #include "service.h"
 #include "signals.h"
@@ -23,6 +24,7 @@ int main(void)
 	shop_service_config cfg;
 	shop_registry_view *view = NULL;
 	shop_upstream *products = NULL;
+	shop_redis_loop *cache = NULL;
 	const char *lookup_url;
 	order_app app = {0};
 	int64_t refresh_ms;
@@ -48,6 +50,14 @@ int main(void)
 		goto out;
 	}
 	shop_upstream_set_per_try_pct(products, per_try_pct);
+	/* The cache's one Redis connection, on a loop thread of its own. */
+	if (cfg.redis_addr != NULL &&
+	    (cache = shop_redis_loop_create(cfg.redis_host, cfg.redis_port,
+					    (int)cfg.redis_timeout_ms)) == NULL) {
+		SHOP_LOG(ERROR, "cannot start the order cache's Redis loop");
+		goto out;
+	}
+	app.cache = cache;
 	app.products = products;
 	/* /readyz: an order needs a product instance to be taken. */
 	cfg.view = view;
@@ -59,6 +69,7 @@ int main(void)
 				  order_n_migrations, &app);
 	shop_metrics_remove_text(shop_metrics_default(), breaker_metrics, products);
 out:
+	shop_redis_loop_destroy(cache); /* after the server: its calls are done */
 	shop_upstream_destroy(products);
 	shop_registry_view_destroy(view);
 	return status;

@@ -119,9 +119,9 @@ static const Shop__V1__Product *find_product(const Shop__V1__GetProductsResponse
 }
 
 /* Stores the committed order in the cache and packs it as the answer. */
-static void reply_order(order_app *app, shop_rpc_call *call, order_row *o, shop_rpc_reply *reply)
+static void reply_order(order_app *app, order_row *o, shop_rpc_reply *reply)
 {
-	order_cache_put(shop_service_redis(call), &o->msg, o->version, app->cache_ttl_s);
+	order_cache_put(app->cache, &o->msg, o->version, app->cache_ttl_s);
 	shop_rpc_reply_ok(reply, &o->msg.base);
 }
 
@@ -177,7 +177,7 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 			rv = order_store_get(shop_service_pg(call), call->caller_user_id, existing,
 					     &o);
 		if (rv == ORDER_STORE_OK) {
-			reply_order(app, call, &o, reply);
+			reply_order(app, &o, reply);
 			goto out;
 		}
 		if (rv == ORDER_STORE_KEY_REUSED)
@@ -213,7 +213,7 @@ static void create_order(void *appv, shop_rpc_call *call, const ProtobufCMessage
 	}
 	SHOP_LOG_T(INFO, call->trace_id, "order %" PRId64 " created with %zu items", o.msg.id,
 		   o.msg.n_items);
-	reply_order(app, call, &o, reply);
+	reply_order(app, &o, reply);
 	goto out;
 key_reused:
 	shop_rpc_reply_error(reply, SHOP_RPC_FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED",
@@ -260,51 +260,31 @@ static void add_order_item(void *appv, shop_rpc_call *call, const ProtobufCMessa
 	else if (rv != ORDER_STORE_OK)
 		shop_service_reply_db_down(reply);
 	else
-		reply_order(app, call, &o, reply);
+		reply_order(app, &o, reply);
 out:
 	if (products != NULL)
 		shop__v1__get_products_response__free_unpacked(products, NULL);
 	order_store_order_fini(&o);
 }
 
-static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg,
-		      shop_rpc_reply *reply)
+/* GetOrder from PostgreSQL, on a worker, after the cache said cr: a MISS
+ * is filled (compare-and-set: never over a newer value); after a BYPASS
+ * only a dirty order is, unless Redis is not configured at all. */
+static void get_order_db(order_app *app, shop_rpc_call *call, const Shop__V1__GetOrderRequest *req,
+			 order_cache_result cr, shop_rpc_reply *reply)
 {
-	const Shop__V1__GetOrderRequest *req = (const void *)msg;
-	order_app *app = appv;
-	Shop__V1__Order *cached = NULL;
-	order_cache_result cr;
 	order_row o = {0};
 	int rv;
 
-	if (!has_caller(call, reply))
-		return;
-	if (req->order_id <= 0) {
-		shop_rpc_reply_bad_field(reply, "order_id", "must be a positive id");
-		return;
-	}
-	cr = order_cache_get(shop_service_redis(call), req->order_id, &cached);
-	if (cr == ORDER_CACHE_HIT) {
-		/* Another user's order answers as if absent, cached or not. */
-		if (cached->user_id != call->caller_user_id)
-			reply_order_not_found(reply, req->order_id);
-		else if (shop_rpc_reply_ok(reply, &cached->base) == 0)
-			shop_rpc_reply_meta(reply, "cache", "HIT");
-		shop__v1__order__free_unpacked(cached, NULL);
-		return;
-	}
 	rv = order_store_get(shop_service_pg(call), call->caller_user_id, req->order_id, &o);
 	if (rv == ORDER_STORE_NOT_FOUND) {
 		reply_order_not_found(reply, req->order_id);
 	} else if (rv != ORDER_STORE_OK) {
 		shop_service_reply_db_down(reply);
 	} else {
-		/* Fill (compare-and-set: never over a newer value), unless
-		 * Redis was unreachable a moment ago. */
 		if (cr == ORDER_CACHE_MISS ||
-		    (order_cache_is_dirty(req->order_id) && shop_service_redis(call) != NULL))
-			order_cache_put(shop_service_redis(call), &o.msg, o.version,
-					app->cache_ttl_s);
+		    (order_cache_is_dirty(req->order_id) && app->cache != NULL))
+			order_cache_put(app->cache, &o.msg, o.version, app->cache_ttl_s);
 		if (shop_rpc_reply_ok(reply, &o.msg.base) == 0)
 			shop_rpc_reply_meta(reply, "cache",
 					    cr == ORDER_CACHE_MISS ? "MISS" : "BYPASS");
@@ -312,11 +292,82 @@ static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *m
 	order_store_order_fini(&o);
 }
 
+static void get_order_miss(void *app, shop_rpc_call *call, const ProtobufCMessage *msg,
+			   shop_rpc_reply *reply)
+{
+	get_order_db(app, call, (const void *)msg, ORDER_CACHE_MISS, reply);
+}
+
+static void get_order_bypass(void *app, shop_rpc_call *call, const ProtobufCMessage *msg,
+			     shop_rpc_reply *reply)
+{
+	get_order_db(app, call, (const void *)msg, ORDER_CACHE_BYPASS, reply);
+}
+
+/* What a GetOrder waiting for the cache needs when the answer comes. */
+struct get_order_wait {
+	shop_rpc_call *call;
+	shop_rpc_reply *reply;
+	int64_t order_id;
+};
+
+/* On the cache's thread: a HIT is answered there, with the stored bytes as
+ * they are (no unpacking, no packing); anything else goes to a worker. */
+static void get_order_cached(void *arg, order_cache_result res, int64_t user_id,
+			     const uint8_t *order, size_t len)
+{
+	struct get_order_wait w = *(struct get_order_wait *)arg;
+
+	free(arg);
+	if (res != ORDER_CACHE_HIT) {
+		shop_rpc_call_defer(w.call,
+				    res == ORDER_CACHE_MISS ? get_order_miss : get_order_bypass);
+		return;
+	}
+	/* Another user's order answers as if absent, cached or not. */
+	if (user_id != w.call->caller_user_id)
+		reply_order_not_found(w.reply, w.order_id);
+	else if (shop_rpc_reply_ok_bytes(w.reply, order, len) == 0)
+		shop_rpc_reply_meta(w.reply, "cache", "HIT");
+	shop_rpc_call_done(w.call);
+}
+
+/* ASYNC: starts on the nng thread; answered from the cache's thread on a
+ * HIT, by a worker otherwise. */
+static void get_order(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg,
+		      shop_rpc_reply *reply)
+{
+	const Shop__V1__GetOrderRequest *req = (const void *)msg;
+	order_app *app = appv;
+	struct get_order_wait *w;
+
+	if (!has_caller(call, reply)) {
+		shop_rpc_call_done(call);
+		return;
+	}
+	if (req->order_id <= 0) {
+		shop_rpc_reply_bad_field(reply, "order_id", "must be a positive id");
+		shop_rpc_call_done(call);
+		return;
+	}
+	if ((w = malloc(sizeof(*w))) == NULL) {
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "INTERNAL", "out of memory");
+		shop_rpc_call_done(call);
+		return;
+	}
+	*w = (struct get_order_wait){call, reply, req->order_id};
+	if (order_cache_get(app->cache, req->order_id, get_order_cached, w) == 0)
+		return;
+	free(w);
+	shop_rpc_call_defer(call, get_order_bypass);
+}
+
 const shop_rpc_method order_methods[] = {
-    {"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor,
-     create_order},
+    {"/shop.v1.OrderService/CreateOrder", &shop__v1__create_order_request__descriptor, create_order,
+     SHOP_RPC_BLOCKING},
     {"/shop.v1.OrderService/AddOrderItem", &shop__v1__add_order_item_request__descriptor,
-     add_order_item},
-    {"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order},
+     add_order_item, SHOP_RPC_BLOCKING},
+    {"/shop.v1.OrderService/GetOrder", &shop__v1__get_order_request__descriptor, get_order,
+     SHOP_RPC_ASYNC},
 };
 const size_t order_n_methods = sizeof(order_methods) / sizeof(order_methods[0]);

@@ -12,11 +12,11 @@
 #include "service.h"
 #include "text.h"
 
-#define PRODUCT_NAME_MAX 200          /* characters */
-#define PRODUCT_PRICE_MAX 1000000000  /* won */
+#define PRODUCT_NAME_MAX  200        /* characters */
+#define PRODUCT_PRICE_MAX 1000000000 /* won */
 #define PAGE_SIZE_DEFAULT 100
-#define PAGE_SIZE_MAX 1000
-#define GET_IDS_MAX 1000
+#define PAGE_SIZE_MAX     1000
+#define GET_IDS_MAX       1000
 
 void product_page_token_encode(int64_t last_id, char out[24])
 {
@@ -60,12 +60,14 @@ static void create_product(void *app, shop_rpc_call *call, const ProtobufCMessag
 		goto out;
 	}
 	if (shop_text_clean(req->name, 1, PRODUCT_NAME_MAX, name, cap) != 0) {
-		shop_rpc_reply_bad_field(reply, "name",
-				"must be 1 to 200 characters of UTF-8 text without control characters");
+		shop_rpc_reply_bad_field(
+		    reply, "name",
+		    "must be 1 to 200 characters of UTF-8 text without control characters");
 		goto out;
 	}
 	if (req->supply_price < 0 || req->supply_price > PRODUCT_PRICE_MAX) {
-		shop_rpc_reply_bad_field(reply, "supply_price", "must be an integer from 0 to 1000000000");
+		shop_rpc_reply_bad_field(reply, "supply_price",
+					 "must be an integer from 0 to 1000000000");
 		goto out;
 	}
 	if ((res = product_store_insert(shop_service_pg(call), name, req->supply_price)) == NULL ||
@@ -199,11 +201,11 @@ out:
 }
 
 const shop_rpc_method product_methods[] = {
-	{"/shop.v1.ProductService/CreateProduct", &shop__v1__create_product_request__descriptor,
-	 create_product},
-	{"/shop.v1.ProductService/ListProducts", &shop__v1__list_products_request__descriptor,
-	 list_products},
-	{"/shop.v1.ProductService/GetProducts", &shop__v1__get_products_request__descriptor,
-	 get_products},
+    {"/shop.v1.ProductService/CreateProduct", &shop__v1__create_product_request__descriptor,
+     create_product, SHOP_RPC_BLOCKING},
+    {"/shop.v1.ProductService/ListProducts", &shop__v1__list_products_request__descriptor,
+     list_products, SHOP_RPC_BLOCKING},
+    {"/shop.v1.ProductService/GetProducts", &shop__v1__get_products_request__descriptor,
+     get_products, SHOP_RPC_BLOCKING},
 };
 const size_t product_n_methods = sizeof(product_methods) / sizeof(product_methods[0]);

@@ -66,7 +66,7 @@ static void list_handler(void *app, shop_rpc_call *call, const ProtobufCMessage 
 }
 
 static const shop_rpc_method methods[] = {
-    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler},
+    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler, SHOP_RPC_BLOCKING},
 };
 
 static shop_rpc_call_opts opts_in(int64_t ms)
@@ -657,6 +657,347 @@ static void test_rpc_nng_server_destroy_past_the_grace_frees_queued_calls(void)
 	pthread_mutex_unlock(&col.mtx);
 }
 
+/* ---- the callback runtime: ASYNC and INLINE handlers ------------------- */
+
+#define ASYNC_METHOD "/shop.v1.ProductService/GetProducts"
+#define HELD_METHOD  "/shop.v1.ProductService/CreateProduct"
+
+/* An ASYNC call completed later by a thread of the test's own. */
+struct later {
+	shop_rpc_call *call;
+	shop_rpc_reply *reply;
+	int ms;
+	bool defer;
+};
+
+static void deferred_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			     shop_rpc_reply *reply)
+{
+	Shop__V1__GetProductsResponse resp = SHOP__V1__GET_PRODUCTS_RESPONSE__INIT;
+
+	(void)app;
+	(void)req;
+	/* On a worker: its state is there. */
+	if (call->worker != NULL && call->worker_index >= 0)
+		shop_rpc_reply_ok(reply, &resp.base);
+	else
+		shop_rpc_reply_error(reply, SHOP_RPC_INTERNAL, "NO_WORKER",
+				     "deferred off a worker");
+}
+
+static void *later_main(void *arg)
+{
+	struct later *l = arg;
+	Shop__V1__GetProductsResponse resp = SHOP__V1__GET_PRODUCTS_RESPONSE__INIT;
+
+	nng_msleep(l->ms);
+	if (l->defer) {
+		shop_rpc_call_defer(l->call, deferred_handler);
+	} else {
+		shop_rpc_reply_ok(l->reply, &resp.base);
+		shop_rpc_call_done(l->call);
+	}
+	free(l);
+	return NULL;
+}
+
+/* ids[0]: milliseconds until a thread of the test completes the call;
+ * ids[1] == 1: that thread defers it to a worker instead. */
+static void async_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			  shop_rpc_reply *reply)
+{
+	const Shop__V1__GetProductsRequest *r = (const Shop__V1__GetProductsRequest *)req;
+	struct later *l = calloc(1, sizeof(*l));
+	pthread_t t;
+
+	(void)app;
+	if (l == NULL)
+		abort();
+	l->call = call;
+	l->reply = reply;
+	l->ms = r->n_ids > 0 ? (int)r->ids[0] : 0;
+	l->defer = r->n_ids > 1 && r->ids[1] == 1;
+	if (pthread_create(&t, NULL, later_main, l) != 0)
+		abort();
+	pthread_detach(t);
+}
+
+/* Held calls: completed only when the test releases them. */
+static pthread_mutex_t held_mtx = PTHREAD_MUTEX_INITIALIZER;
+static shop_rpc_call *held[16];
+static int n_held;
+
+static void held_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			 shop_rpc_reply *reply)
+{
+	(void)app;
+	(void)req;
+	(void)reply;
+	pthread_mutex_lock(&held_mtx);
+	if (n_held < 16)
+		held[n_held++] = call;
+	pthread_mutex_unlock(&held_mtx);
+}
+
+static int held_count(void)
+{
+	int n;
+
+	pthread_mutex_lock(&held_mtx);
+	n = n_held;
+	pthread_mutex_unlock(&held_mtx);
+	return n;
+}
+
+/* Completes every held call (OK, empty payload), from the test's thread. */
+static void held_release(void)
+{
+	pthread_mutex_lock(&held_mtx);
+	for (int i = 0; i < n_held; i++)
+		shop_rpc_call_done(held[i]);
+	n_held = 0;
+	pthread_mutex_unlock(&held_mtx);
+}
+
+static void *held_release_later(void *arg)
+{
+	(void)arg;
+	nng_msleep(300);
+	held_release();
+	return NULL;
+}
+
+static const shop_rpc_method async_methods[] = {
+    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler, SHOP_RPC_BLOCKING},
+    {ASYNC_METHOD, &shop__v1__get_products_request__descriptor, async_handler, SHOP_RPC_ASYNC},
+    {HELD_METHOD, &shop__v1__create_product_request__descriptor, held_handler, SHOP_RPC_ASYNC},
+};
+
+static int call_async(shop_rpc_conn *c, int i, int64_t ms, int64_t defer)
+{
+	Shop__V1__GetProductsRequest req = SHOP__V1__GET_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = opts_in(5000);
+	int64_t ids[2] = {ms, defer};
+
+	req.n_ids = 2;
+	req.ids = ids;
+	return shop_rpc_conn_call(c, ASYNC_METHOD, &req.base, &o, col_done, (void *)(intptr_t)i);
+}
+
+static int call_held(shop_rpc_conn *c, int i)
+{
+	Shop__V1__CreateProductRequest req = SHOP__V1__CREATE_PRODUCT_REQUEST__INIT;
+	shop_rpc_call_opts o = opts_in(5000);
+
+	return shop_rpc_conn_call(c, HELD_METHOD, &req.base, &o, col_done, (void *)(intptr_t)i);
+}
+
+static int call_unknown(shop_rpc_conn *c, int i)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = opts_in(5000);
+
+	return shop_rpc_conn_call(c, "/shop.v1.Nope/Nope", &req.base, &o, col_done,
+				  (void *)(intptr_t)i);
+}
+
+/* Calls 0..n-1 completed once each, answered OK. */
+static void col_assert_all_ok(int n)
+{
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < n; i++) {
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		CU_ASSERT_EQUAL(col.code[i], SHOP_RPC_OK);
+	}
+	pthread_mutex_unlock(&col.mtx);
+}
+
+static void *async_worker_init(void *app, int index)
+{
+	static int state;
+
+	(void)app;
+	(void)index;
+	return &state;
+}
+
+static shop_rpc_server *async_server(const char *tag, int max_inflight, shop_rpc_conn **c,
+				     char *ipc_url, size_t cap)
+{
+	shop_rpc_server_config cfg = {.workers = 1,
+				      .max_inflight = max_inflight,
+				      .methods = async_methods,
+				      .n_methods = 3,
+				      .worker_init = async_worker_init};
+	shop_rpc_server *srv = NULL;
+	int64_t t0;
+
+	snprintf(ipc_url, cap, "ipc:///tmp/shop-rpctest-%d-%s.ipc", (int)getpid(), tag);
+	cfg.url = ipc_url;
+	if (shop_rpc_server_create(&srv, &cfg) != 0 ||
+	    shop_rpc_conn_create(c, ipc_url, 16, 16) != 0)
+		return srv;
+	t0 = shop_now_mono_us();
+	while (!shop_rpc_conn_is_up(*c) && shop_now_mono_us() - t0 < 3000000)
+		nng_msleep(5);
+	return srv;
+}
+
+/* With the only worker in a 300 ms handler, what needs no worker is
+ * answered at once from the callbacks: an unknown method, and ASYNC calls
+ * completed 20 ms later by another thread. The old server queued them all
+ * behind the worker (answered after ~300 ms). */
+static void test_rpc_nng_busy_workers_do_not_hold_async_or_unknown_calls(void)
+{
+	shop_rpc_conn *c = NULL;
+	shop_rpc_server *srv;
+	char ipc_url[96];
+	int64_t t0, slowest = 0;
+
+	col_reset();
+	srv = async_server("busy", 16, &c, ipc_url, sizeof(ipc_url));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	CU_ASSERT_EQUAL(call_list(c, 0, 300, "sleep", 5000), 0);
+	nng_msleep(30); /* the worker is in it */
+	t0 = shop_now_mono_us();
+	for (int i = 1; i <= 4; i++)
+		CU_ASSERT_EQUAL(call_async(c, i, 20, 0), 0);
+	for (int i = 5; i <= 8; i++)
+		CU_ASSERT_EQUAL(call_unknown(c, i), 0);
+	CU_ASSERT_EQUAL(col_wait(9, 3000), 9);
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 1; i <= 8; i++) {
+		int64_t ms = (col.done_us[i] - t0) / 1000;
+
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		CU_ASSERT_EQUAL(col.rv[i], 0);
+		CU_ASSERT_EQUAL(col.code[i], i <= 4 ? SHOP_RPC_OK : SHOP_RPC_UNIMPLEMENTED);
+		if (ms > slowest)
+			slowest = ms;
+	}
+	CU_ASSERT_EQUAL(col.code[0], SHOP_RPC_OK);
+	pthread_mutex_unlock(&col.mtx);
+	printf("\n    the slowest of 8 answered in %lld ms beside a busy worker ",
+	       (long long)slowest);
+	CU_ASSERT(slowest < 200);
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(srv, 1000);
+}
+
+/* An ASYNC call deferred from another thread runs on a worker, with the
+ * worker's state, and is answered. */
+static void test_rpc_nng_async_call_deferred_from_another_thread_runs_on_a_worker(void)
+{
+	shop_rpc_conn *c = NULL;
+	shop_rpc_server *srv;
+	char ipc_url[96];
+
+	col_reset();
+	srv = async_server("defer", 16, &c, ipc_url, sizeof(ipc_url));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	for (int i = 0; i < 6; i++)
+		CU_ASSERT_EQUAL(call_async(c, i, 10 * i, 1), 0);
+	CU_ASSERT_EQUAL(col_wait(6, 3000), 6);
+	col_assert_all_ok(6);
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(srv, 1000);
+}
+
+/* ASYNC calls count against max_inflight until completed: with 2 held,
+ * 6 more are shed at once; once released, the 2 answer OK. */
+static void test_rpc_nng_pending_async_calls_count_against_the_bound(void)
+{
+	shop_rpc_conn *c = NULL;
+	shop_rpc_server *srv;
+	char ipc_url[96];
+	int ok = 0, shed = 0;
+
+	col_reset();
+	srv = async_server("heldshed", 2, &c, ipc_url, sizeof(ipc_url));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	for (int i = 0; i < 2; i++)
+		CU_ASSERT_EQUAL(call_held(c, i), 0);
+	for (int i = 0; i < 100 && held_count() < 2; i++)
+		nng_msleep(5);
+	CU_ASSERT_EQUAL(held_count(), 2);
+	for (int i = 2; i < 8; i++)
+		CU_ASSERT_EQUAL(call_held(c, i), 0);
+	CU_ASSERT_EQUAL(col_wait(6, 2000), 6);
+	CU_ASSERT_EQUAL(held_count(), 2);
+	held_release();
+	CU_ASSERT_EQUAL(col_wait(8, 2000), 8);
+	pthread_mutex_lock(&col.mtx);
+	for (int i = 0; i < 8; i++) {
+		CU_ASSERT_EQUAL(col.count[i], 1);
+		ok += col.code[i] == SHOP_RPC_OK;
+		shed += col.code[i] == SHOP_RPC_RESOURCE_EXHAUSTED && col.overloaded[i];
+	}
+	pthread_mutex_unlock(&col.mtx);
+	CU_ASSERT_EQUAL(ok, 2);
+	CU_ASSERT_EQUAL(shed, 6);
+	shop_rpc_conn_destroy(c);
+	shop_rpc_server_destroy(srv, 1000);
+}
+
+/* Destroy with ASYNC calls pending: they are completed (150 ms later, by
+ * other threads) within the grace, and answered. */
+static void test_rpc_nng_server_destroy_answers_pending_async_calls(void)
+{
+	shop_rpc_conn *c = NULL;
+	shop_rpc_server *srv;
+	char ipc_url[96];
+	int64_t t0, ms;
+
+	col_reset();
+	srv = async_server("asyncdrain", 16, &c, ipc_url, sizeof(ipc_url));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(call_async(c, i, 150, i % 2), 0);
+	nng_msleep(30);
+	t0 = shop_now_mono_us();
+	shop_rpc_server_destroy(srv, 3000);
+	ms = (shop_now_mono_us() - t0) / 1000;
+	CU_ASSERT_EQUAL(col_wait(4, 3000), 4);
+	col_assert_all_ok(4);
+	printf("\n    destroy took %lld ms ", (long long)ms);
+	CU_ASSERT(ms >= 90 && ms < 1000);
+	shop_rpc_conn_destroy(c);
+}
+
+/* Past the grace, a held ASYNC call is waited for (its memory is the
+ * server's) and its late completion sends nothing. */
+static void test_rpc_nng_server_destroy_past_the_grace_waits_for_held_calls(void)
+{
+	shop_rpc_conn *c = NULL;
+	shop_rpc_server *srv;
+	char ipc_url[96];
+	pthread_t t;
+
+	col_reset();
+	srv = async_server("heldgrace", 16, &c, ipc_url, sizeof(ipc_url));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	CU_ASSERT_EQUAL(call_held(c, 0), 0);
+	for (int i = 0; i < 100 && held_count() < 1; i++)
+		nng_msleep(5);
+	CU_ASSERT_EQUAL_FATAL(held_count(), 1);
+	/* Released 300 ms from now, past the 50 ms grace. */
+	CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, held_release_later, NULL), 0);
+	shop_rpc_server_destroy(srv, 50);
+	CU_ASSERT_EQUAL(held_count(), 0);
+	pthread_join(t, NULL);
+	shop_rpc_conn_destroy(c); /* the call fails: ECLOSED */
+	pthread_mutex_lock(&col.mtx);
+	CU_ASSERT_EQUAL(col.count[0], 1);
+	CU_ASSERT_NOT_EQUAL(col.code[0], SHOP_RPC_OK);
+	pthread_mutex_unlock(&col.mtx);
+}
+
 SHOP_TEST_MAIN(
     "rpc_nng", {"server starts with its workers", test_rpc_nng_server_starts_with_workers},
     {"sync round trip", test_rpc_nng_sync_round_trip},
@@ -679,6 +1020,16 @@ SHOP_TEST_MAIN(
     {"server destroy answers the calls queued", test_rpc_nng_server_destroy_answers_queued_calls},
     {"server destroy past the grace frees the calls queued",
      test_rpc_nng_server_destroy_past_the_grace_frees_queued_calls},
+    {"busy workers do not hold ASYNC or unknown calls",
+     test_rpc_nng_busy_workers_do_not_hold_async_or_unknown_calls},
+    {"an ASYNC call deferred from another thread runs on a worker",
+     test_rpc_nng_async_call_deferred_from_another_thread_runs_on_a_worker},
+    {"pending ASYNC calls count against the bound",
+     test_rpc_nng_pending_async_calls_count_against_the_bound},
+    {"server destroy answers pending ASYNC calls",
+     test_rpc_nng_server_destroy_answers_pending_async_calls},
+    {"server destroy past the grace waits for held calls",
+     test_rpc_nng_server_destroy_past_the_grace_waits_for_held_calls},
     {"dials again after a peer closed during the handshake",
      test_rpc_nng_dials_again_after_a_peer_closed_during_the_handshake},
     {"conn destroy fails calls in flight with NNG_ECLOSED",

@@ -79,7 +79,7 @@ static void handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
 }
 
 static const shop_rpc_method methods[] = {
-    {METHOD, &shop__v1__list_products_request__descriptor, handler},
+    {METHOD, &shop__v1__list_products_request__descriptor, handler, SHOP_RPC_BLOCKING},
 };
 
 static void sleep_ms(int ms)

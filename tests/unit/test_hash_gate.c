@@ -81,12 +81,14 @@ static auth_hash_gate *gate(unsigned conc, unsigned max_admitted, unsigned per_c
 
 static void test_hash_gate_runs_at_most_concurrency_at_once(void)
 {
-	auth_hash_gate *g = gate(2, 8, 0, 30000);
+	/* Hashes of 200 ms: long enough that under valgrind, whose threads
+	 * start tens of milliseconds apart, two of them still overlap. */
+	auth_hash_gate *g = gate(2, 8, 0, 200000);
 	struct job j[6];
 
 	CU_ASSERT_PTR_NOT_NULL_FATAL(g);
 	for (int i = 0; i < 6; i++)
-		job_start(&j[i], g, NULL, shop_now_unix_ms() + 10000, 30);
+		job_start(&j[i], g, NULL, shop_now_unix_ms() + 10000, 200);
 	for (int i = 0; i < 6; i++) {
 		pthread_join(j[i].thr, NULL);
 		CU_ASSERT_EQUAL(j[i].res, AUTH_GATE_RAN);

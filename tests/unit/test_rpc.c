@@ -63,7 +63,7 @@ static void list_handler(void *app, shop_rpc_call *call, const ProtobufCMessage 
 }
 
 static const shop_rpc_method methods[] = {
-    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler},
+    {LIST_METHOD, &shop__v1__list_products_request__descriptor, list_handler, SHOP_RPC_BLOCKING},
 };
 
 static const shop_rpc_server_config cfg = {
@@ -345,7 +345,7 @@ static void test_rpc_handle_good_call_reaches_handler(void)
 	CU_ASSERT_EQUAL(strlen(seen.traceparent), 55);
 	CU_ASSERT_NSTRING_EQUAL(seen.traceparent, TRACEPARENT, 36);
 	CU_ASSERT_STRING_EQUAL(seen.traceparent + 52, "-01");
-	CU_ASSERT_NSTRING_NOT_EQUAL(seen.traceparent + 36, TRACEPARENT + 36, 16);
+	CU_ASSERT_NSTRING_NOT_EQUAL(seen.traceparent + 36, &TRACEPARENT[36], 16);
 	CU_ASSERT_EQUAL(seen.page_size, 2);
 	CU_ASSERT_PTR_EQUAL(seen.worker, &seen);
 	CU_ASSERT_EQUAL(seen.worker_index, 7);
