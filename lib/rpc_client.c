@@ -243,6 +243,16 @@ bool shop_rpc_conn_is_up(shop_rpc_conn *c)
 	return up;
 }
 
+bool shop_rpc_conn_has_room(shop_rpc_conn *c)
+{
+	bool room;
+
+	nng_mtx_lock(c->mtx);
+	room = !c->closing && (c->n_idle > 0 || c->q_len < c->q_max);
+	nng_mtx_unlock(c->mtx);
+	return room;
+}
+
 static void call_free(struct rpc_call *call)
 {
 	if (call == NULL)

@@ -65,6 +65,11 @@ int shop_rpc_conn_send(shop_rpc_conn *c, nng_msg *msg, int64_t deadline_unix_ms,
 int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
 			    const shop_rpc_call_opts *o, Shop__V1__RpcResponse **resp);
 
+/* Whether a call sent now would be taken: a context is idle or the wait
+ * queue has room (otherwise shop_rpc_conn_send answers NNG_EAGAIN). A
+ * look only: another thread may take the room before this caller sends. */
+bool shop_rpc_conn_has_room(shop_rpc_conn *c);
+
 /* True while the socket has a live connection to its peer. A call made
  * while it is down waits (until its deadline) for the dialer to reconnect;
  * callers with another instance to choose prefer one that is up. */

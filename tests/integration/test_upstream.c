@@ -405,9 +405,15 @@ static void test_upstream_dependency_failed_keeps_breaker_closed(void)
 	CU_ASSERT_EQUAL(calls_of("b", "failure") - fail0, 0);
 }
 
-/* A shed call (RESOURCE_EXHAUSTED) is no failure either. */
+static shop_breaker_stats stats_of(const char *name);
+
+/* A shed call (RESOURCE_EXHAUSTED) is no failure either, nor a success:
+ * the breaker records nothing (shop_breaker_release), and the calls count
+ * as outcome "shed". */
 static void test_upstream_shed_calls_keep_breaker_closed(void)
 {
+	shop_breaker_stats a0 = stats_of("a"), b0 = stats_of("b"), a1, b1;
+	double shed0 = calls_of("a", "shed") + calls_of("b", "shed");
 	char who[64];
 	int code;
 
@@ -419,6 +425,158 @@ static void test_upstream_shed_calls_keep_breaker_closed(void)
 	A.code = B.code = 0;
 	CU_ASSERT_EQUAL(breaker_of("a"), SHOP_BREAKER_CLOSED);
 	CU_ASSERT_EQUAL(breaker_of("b"), SHOP_BREAKER_CLOSED);
+	a1 = stats_of("a");
+	b1 = stats_of("b");
+	CU_ASSERT_EQUAL(a1.successful + b1.successful, a0.successful + b0.successful);
+	CU_ASSERT_EQUAL(a1.failed + b1.failed, a0.failed + b0.failed);
+	CU_ASSERT_EQUAL(calls_of("a", "shed") + calls_of("b", "shed") - shed0, 60);
+}
+
+/* ---- the caller's own bound: calls beyond its queue are shed at once ---- */
+
+/* Instance "q1" of service "queued": a server whose handler holds every
+ * call until the test opens its gate. */
+static struct held {
+	char url[64];
+	atomic_bool open;
+	shop_rpc_server *server;
+	shop_advertiser *adv;
+} Q;
+
+static void held_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			 shop_rpc_reply *reply)
+{
+	Shop__V1__ListProductsResponse resp = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+
+	(void)app;
+	(void)call;
+	(void)req;
+	for (int i = 0; i < 5000 && !atomic_load(&Q.open); i++)
+		sleep_ms(1);
+	resp.next_page_token = "q1";
+	shop_rpc_reply_ok(reply, &resp.base);
+}
+
+static const shop_rpc_method held_methods[] = {
+    {METHOD, &shop__v1__list_products_request__descriptor, held_handler},
+};
+
+struct held_calls {
+	atomic_int done, ok;
+};
+
+static void held_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
+{
+	struct held_calls *h = arg;
+
+	(void)instance;
+	if (rv == 0 && resp->code == 0)
+		atomic_fetch_add(&h->ok, 1);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	atomic_fetch_add(&h->done, 1);
+}
+
+static double calls_of_service(const char *service, const char *instance, const char *outcome)
+{
+	shop_metric_family *f = shop_metrics_counter(
+	    shop_metrics_default(), "shop_rpc_client_calls_total", "", "service,instance,outcome");
+
+	return shop_metric_value(SHOP_METRIC(f, service, instance, outcome));
+}
+
+struct find_named {
+	shop_breaker_stats s;
+	int found;
+};
+
+static void named_cb(void *arg, shop_breaker *b, const char *instance)
+{
+	struct find_named *f = arg;
+
+	if (strcmp(instance, "q1") == 0) {
+		shop_breaker_stats_get(b, shop_now_mono_us(), &f->s);
+		f->found = 1;
+	}
+}
+
+/* An upstream whose queue per instance is 4: 40 calls at once to an
+ * instance that holds them: 32 are sent (the pool), 4 wait, and the other 4
+ * are refused at once with NNG_EAGAIN, counted as "overloaded" and on no
+ * breaker; once the instance answers, all 36 accepted calls succeed, and
+ * its breaker is closed with 36 successes and nothing else. With the old
+ * bound (4,096 waiting) all 40 were accepted and waited. */
+static void test_upstream_caller_queue_full_sheds_at_once(void)
+{
+	shop_rpc_server_config cfg = {
+	    .url = Q.url, .workers = 40, .methods = held_methods, .n_methods = 1, .app = NULL};
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	struct held_calls h = {0};
+	struct find_named f = {0};
+	shop_instance self, tmp[2];
+	shop_upstream *u = NULL;
+	double over0 = calls_of_service("queued", "", "overloaded");
+	int accepted = 0, refused = 0, other = 0;
+	int64_t worst_us = 0;
+
+	snprintf(Q.url, sizeof(Q.url), "tcp://127.0.0.1:%u", probe_free_port());
+	atomic_store(&Q.open, false);
+	CU_ASSERT_FATAL(shop_rpc_server_create(&Q.server, &cfg) == 0);
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "queued");
+	snprintf(self.instance, sizeof(self.instance), "q1");
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", Q.url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = 100;
+	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
+	CU_ASSERT_FATAL(shop_advertiser_create(&Q.adv, survey_url, &self) == 0);
+	for (int i = 0; i < 300 && shop_registry_view_get(view, "queued", true, tmp, 2) != 1; i++)
+		sleep_ms(10);
+	CU_ASSERT_FATAL(shop_registry_view_get(view, "queued", true, tmp, 2) == 1);
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "cq") == 0);
+	shop_upstream_set_queue(u, 4);
+	for (int i = 0; i < 40; i++) {
+		shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 5000};
+		int64_t t0 = shop_now_mono_us();
+		int rv = shop_upstream_call(u, "queued", METHOD, &req.base, &o, held_done, &h);
+		int64_t took = shop_now_mono_us() - t0;
+
+		if (rv == 0) {
+			accepted++;
+		} else if (rv == NNG_EAGAIN) {
+			refused++;
+			worst_us = took > worst_us ? took : worst_us;
+		} else {
+			other++;
+		}
+	}
+	printf("\n    40 calls, queue 4: %d accepted, %d shed (slowest refusal %lld us)\n",
+	       accepted, refused, (long long)worst_us);
+	CU_ASSERT_EQUAL(accepted, 36);
+	CU_ASSERT_EQUAL(refused, 4);
+	CU_ASSERT_EQUAL(other, 0);
+	CU_ASSERT(worst_us < 50000);
+	CU_ASSERT_EQUAL(calls_of_service("queued", "", "overloaded") - over0, 4);
+	shop_upstream_foreach_breaker(u, named_cb, &f);
+	CU_ASSERT_EQUAL(f.found, 1);
+	CU_ASSERT_EQUAL(f.s.state, SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(f.s.failed, 0);
+	CU_ASSERT_EQUAL(f.s.not_permitted, 0);
+	atomic_store(&Q.open, true);
+	for (int i = 0; i < 500 && atomic_load(&h.done) < accepted; i++)
+		sleep_ms(10);
+	CU_ASSERT_EQUAL(atomic_load(&h.done), accepted);
+	CU_ASSERT_EQUAL(atomic_load(&h.ok), accepted);
+	shop_upstream_foreach_breaker(u, named_cb, &f);
+	CU_ASSERT_EQUAL(f.s.state, SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(f.s.successful, 36);
+	CU_ASSERT_EQUAL(f.s.failed, 0);
+	shop_upstream_destroy(u);
+	shop_advertiser_destroy(Q.adv);
+	Q.adv = NULL;
+	shop_rpc_server_destroy(Q.server, 0);
+	Q.server = NULL;
 }
 
 static void test_upstream_unavailable_opens_breaker(void)
@@ -823,6 +981,8 @@ int main(void)
 	    {"a dependency's failure keeps the breaker closed",
 	     test_upstream_dependency_failed_keeps_breaker_closed},
 	    {"shed calls keep the breaker closed", test_upstream_shed_calls_keep_breaker_closed},
+	    {"a caller's full queue sheds at once, on no breaker",
+	     test_upstream_caller_queue_full_sheds_at_once},
 	    {"UNAVAILABLE opens the breaker, trials close it",
 	     test_upstream_unavailable_opens_breaker},
 	    {"a closed pipe trips, idempotent calls retry elsewhere",
