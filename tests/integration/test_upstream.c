@@ -88,23 +88,31 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Advertises instance name of service at url, healthy, started now. */
+static int advertise_as(const char *service, const char *name, const char *url, uint32_t weight,
+			shop_advertiser **adv)
+{
+	shop_instance self;
+
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "%s", service);
+	snprintf(self.instance, sizeof(self.instance), "%s", name);
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = weight;
+	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
+	return shop_advertiser_create(adv, survey_url, &self);
+}
+
 static int inst_start(inst *in)
 {
 	shop_rpc_server_config cfg = {
 	    .url = in->url, .workers = 4, .methods = methods, .n_methods = 1, .app = in};
-	shop_instance self;
 
-	memset(&self, 0, sizeof(self));
-	snprintf(self.service, sizeof(self.service), "product");
-	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
-	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-	self.weight = in->weight;
-	self.healthy = true;
-	self.started_unix_ms = shop_now_unix_ms();
 	if (shop_rpc_server_create(&in->server, &cfg) != 0)
 		return -1;
-	return shop_advertiser_create(&in->adv, survey_url, &self);
+	return advertise_as("product", in->name, in->url, in->weight, &in->adv);
 }
 
 static void inst_stop(inst *in)
@@ -513,7 +521,7 @@ static void test_upstream_caller_queue_full_sheds_at_once(void)
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
 	struct held_calls h = {0};
 	struct find_named f = {0};
-	shop_instance self, tmp[2];
+	shop_instance tmp[2];
 	shop_upstream *u = NULL;
 	double over0 = calls_of_service("queued", "", "overloaded");
 	int accepted = 0, refused = 0, other = 0;
@@ -522,15 +530,7 @@ static void test_upstream_caller_queue_full_sheds_at_once(void)
 	snprintf(Q.url, sizeof(Q.url), "tcp://127.0.0.1:%u", probe_free_port());
 	atomic_store(&Q.open, false);
 	CU_ASSERT_FATAL(shop_rpc_server_create(&Q.server, &cfg) == 0);
-	memset(&self, 0, sizeof(self));
-	snprintf(self.service, sizeof(self.service), "queued");
-	snprintf(self.instance, sizeof(self.instance), "q1");
-	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", Q.url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-	self.weight = 100;
-	self.healthy = true;
-	self.started_unix_ms = shop_now_unix_ms();
-	CU_ASSERT_FATAL(shop_advertiser_create(&Q.adv, survey_url, &self) == 0);
+	CU_ASSERT_FATAL(advertise_as("queued", "q1", Q.url, 100, &Q.adv) == 0);
 	for (int i = 0; i < 300 && shop_registry_view_get(view, "queued", true, tmp, 2) != 1; i++)
 		sleep_ms(10);
 	CU_ASSERT_FATAL(shop_registry_view_get(view, "queued", true, tmp, 2) == 1);
@@ -768,17 +768,7 @@ static void test_upstream_late_answers_never_reach_another_call(void)
 /* advertises in as the test's instances do, with a new started_unix_ms */
 static int advertise(inst *in)
 {
-	shop_instance self;
-
-	memset(&self, 0, sizeof(self));
-	snprintf(self.service, sizeof(self.service), "product");
-	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
-	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-	self.weight = in->weight;
-	self.healthy = true;
-	self.started_unix_ms = shop_now_unix_ms();
-	return shop_advertiser_create(&in->adv, survey_url, &self);
+	return advertise_as("product", in->name, in->url, in->weight, &in->adv);
 }
 
 /* A second upstream whose breakers wait 60 s when open: anything that
