@@ -469,6 +469,33 @@ static const shop_rpc_method held_methods[] = {
     {METHOD, &shop__v1__list_products_request__descriptor, held_handler},
 };
 
+/* Starts q1 and waits until the view lists it. */
+static int held_start(void)
+{
+	shop_rpc_server_config cfg = {
+	    .url = Q.url, .workers = 40, .methods = held_methods, .n_methods = 1, .app = NULL};
+	shop_instance tmp[2];
+
+	snprintf(Q.url, sizeof(Q.url), "tcp://127.0.0.1:%u", probe_free_port());
+	if (shop_rpc_server_create(&Q.server, &cfg) != 0 ||
+	    advertise_as("queued", "q1", Q.url, 100, &Q.adv) != 0)
+		return -1;
+	for (int i = 0; i < 300; i++) {
+		if (shop_registry_view_get(view, "queued", true, tmp, 2) == 1)
+			return 0;
+		sleep_ms(10);
+	}
+	return -1;
+}
+
+static void held_stop(void)
+{
+	shop_advertiser_destroy(Q.adv);
+	Q.adv = NULL;
+	shop_rpc_server_destroy(Q.server, 0);
+	Q.server = NULL;
+}
+
 struct held_calls {
 	atomic_int done, ok;
 };
@@ -516,24 +543,16 @@ static void named_cb(void *arg, shop_breaker *b, const char *instance)
  * bound (4,096 waiting) all 40 were accepted and waited. */
 static void test_upstream_caller_queue_full_sheds_at_once(void)
 {
-	shop_rpc_server_config cfg = {
-	    .url = Q.url, .workers = 40, .methods = held_methods, .n_methods = 1, .app = NULL};
 	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
 	struct held_calls h = {0};
 	struct find_named f = {0};
-	shop_instance tmp[2];
 	shop_upstream *u = NULL;
 	double over0 = calls_of_service("queued", "", "overloaded");
 	int accepted = 0, refused = 0, other = 0;
 	int64_t worst_us = 0;
 
-	snprintf(Q.url, sizeof(Q.url), "tcp://127.0.0.1:%u", probe_free_port());
 	atomic_store(&Q.open, false);
-	CU_ASSERT_FATAL(shop_rpc_server_create(&Q.server, &cfg) == 0);
-	CU_ASSERT_FATAL(advertise_as("queued", "q1", Q.url, 100, &Q.adv) == 0);
-	for (int i = 0; i < 300 && shop_registry_view_get(view, "queued", true, tmp, 2) != 1; i++)
-		sleep_ms(10);
-	CU_ASSERT_FATAL(shop_registry_view_get(view, "queued", true, tmp, 2) == 1);
+	CU_ASSERT_FATAL(held_start() == 0);
 	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "cq") == 0);
 	shop_upstream_set_queue(u, 4);
 	for (int i = 0; i < 40; i++) {
@@ -573,10 +592,75 @@ static void test_upstream_caller_queue_full_sheds_at_once(void)
 	CU_ASSERT_EQUAL(f.s.successful, 36);
 	CU_ASSERT_EQUAL(f.s.failed, 0);
 	shop_upstream_destroy(u);
-	shop_advertiser_destroy(Q.adv);
-	Q.adv = NULL;
-	shop_rpc_server_destroy(Q.server, 0);
-	Q.server = NULL;
+	held_stop();
+}
+
+struct chains {
+	shop_upstream *u;
+	atomic_int left, busy, ok, done;
+};
+
+static void chain_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance);
+
+/* One more call of the chain, from the test or from the last one's done. */
+static void chain_next(struct chains *c)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 5000};
+	int rv;
+
+	if (atomic_fetch_sub(&c->left, 1) <= 0) {
+		atomic_fetch_add(&c->done, 1);
+		return;
+	}
+	if ((rv = shop_upstream_call(c->u, "queued", METHOD, &req.base, &o, chain_done, c)) != 0) {
+		if (rv == NNG_EAGAIN)
+			atomic_fetch_add(&c->busy, 1);
+		atomic_fetch_add(&c->done, 1);
+	}
+}
+
+static void chain_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
+{
+	struct chains *c = arg;
+
+	(void)instance;
+	if (rv == 0 && resp->code == 0)
+		atomic_fetch_add(&c->ok, 1);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	chain_next(c);
+}
+
+/* 32 chains of calls, each call made from the done of the one before (as
+ * the gateway's client sends its next request when it has its answer),
+ * with no queue (SHOP_RPC_CALLER_QUEUE 0): each instance connection has 32
+ * contexts, so 32 chains always fit. A call leaves the bound before its
+ * done runs, so none of the 20,000 calls is shed; counted after its done
+ * (its context is freed then), the next call of a chain found all 32
+ * contexts taken and was shed. */
+static void test_upstream_call_from_done_finds_its_place(void)
+{
+	struct chains c = {0};
+	shop_upstream *u = NULL;
+
+	atomic_store(&Q.open, true);
+	CU_ASSERT_FATAL(held_start() == 0);
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "chain") == 0);
+	shop_upstream_set_queue(u, 0);
+	c.u = u;
+	atomic_store(&c.left, 20000);
+	for (int i = 0; i < 32; i++)
+		chain_next(&c);
+	for (int i = 0; i < 3000 && atomic_load(&c.done) < 32; i++)
+		sleep_ms(10);
+	printf("\n    32 chains, no queue: %d calls answered OK, %d shed\n", atomic_load(&c.ok),
+	       atomic_load(&c.busy));
+	CU_ASSERT_EQUAL(atomic_load(&c.done), 32);
+	CU_ASSERT_EQUAL(atomic_load(&c.busy), 0);
+	CU_ASSERT_EQUAL(atomic_load(&c.ok), 20000);
+	shop_upstream_destroy(u);
+	held_stop();
 }
 
 static void test_upstream_unavailable_opens_breaker(void)
@@ -973,6 +1057,7 @@ int main(void)
 	    {"shed calls keep the breaker closed", test_upstream_shed_calls_keep_breaker_closed},
 	    {"a caller's full queue sheds at once, on no breaker",
 	     test_upstream_caller_queue_full_sheds_at_once},
+	    {"a call made from done finds its place", test_upstream_call_from_done_finds_its_place},
 	    {"UNAVAILABLE opens the breaker, trials close it",
 	     test_upstream_unavailable_opens_breaker},
 	    {"a closed pipe trips, idempotent calls retry elsewhere",
