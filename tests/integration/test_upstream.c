@@ -466,7 +466,7 @@ static void held_handler(void *app, shop_rpc_call *call, const ProtobufCMessage 
 }
 
 static const shop_rpc_method held_methods[] = {
-    {METHOD, &shop__v1__list_products_request__descriptor, held_handler},
+    {METHOD, &shop__v1__list_products_request__descriptor, held_handler, SHOP_RPC_BLOCKING},
 };
 
 /* Starts q1 and waits until the view lists it. */
