@@ -500,15 +500,21 @@ struct held_calls {
 	atomic_int done, ok;
 };
 
+/* Counts an answer OK in *ok and frees it. */
+static void count_answer(atomic_int *ok, int rv, Shop__V1__RpcResponse *resp)
+{
+	if (rv == 0 && resp->code == 0)
+		atomic_fetch_add(ok, 1);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
 static void held_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
 {
 	struct held_calls *h = arg;
 
 	(void)instance;
-	if (rv == 0 && resp->code == 0)
-		atomic_fetch_add(&h->ok, 1);
-	if (resp != NULL)
-		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	count_answer(&h->ok, rv, resp);
 	atomic_fetch_add(&h->done, 1);
 }
 
@@ -625,10 +631,7 @@ static void chain_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const cha
 	struct chains *c = arg;
 
 	(void)instance;
-	if (rv == 0 && resp->code == 0)
-		atomic_fetch_add(&c->ok, 1);
-	if (resp != NULL)
-		shop__v1__rpc_response__free_unpacked(resp, NULL);
+	count_answer(&c->ok, rv, resp);
 	chain_next(c);
 }
 
