@@ -18,23 +18,12 @@ import { type Bound, ReqSocket, now } from "./sp.js";
 
 export const DEFAULT_REGISTRY_URL = "tcp://127.0.0.1:7101";
 
-/** One instance as its advert describes it (registry.proto's Advert). */
-export interface Instance {
-  service: string;
-  instance: string;
-  rpcUrl: string;
-  adminUrl: string;
-  weight: number;
-  healthy: boolean;
-  version: string;
-  startedUnixMs: bigint;
-}
+/** One instance as its advert describes it (registry.proto's Advert, as a plain object). */
+export type Instance = Omit<Advert, "$typeName">;
 
 function fromAdvert(a: Advert): Instance {
-  return {
-    service: a.service, instance: a.instance, rpcUrl: a.rpcUrl, adminUrl: a.adminUrl, weight: a.weight,
-    healthy: a.healthy, version: a.version, startedUnixMs: a.startedUnixMs,
-  };
+  const { $typeName: _, ...inst } = a;
+  return inst;
 }
 
 export interface LookupOptions {
