@@ -86,7 +86,8 @@ int main(int argc, char **argv)
 	long n;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: %s URL METHOD PAYLOAD_HEX [CONCURRENCY] [SECONDS] [USER_ID]\n",
+		fprintf(stderr,
+			"usage: %s URL METHOD PAYLOAD_HEX [CONCURRENCY] [SECONDS] [USER_ID]\n",
 			argv[0]);
 		return 2;
 	}

@@ -477,6 +477,16 @@ static void start_call(gw_req *r)
 	};
 	r->state = REQ_WAITING;
 	rv = gw_bridge_call(r->srv->bridge, r, rt->service, rt->rpc_method, msg, &o, &r->job);
+	if (rv == NNG_EAGAIN) {
+		/* Shed by this gateway: its queue to every instance that would
+		 * take the call is full. The answer a service's own OVERLOADED
+		 * gets (503 service_unavailable, Retry-After 1); not logged as a
+		 * warning, since under overload there are thousands a second. */
+		SHOP_LOG_T(DEBUG, r->trace.trace_id, "upstream %s %s shed: its queue is full",
+			   rt->service, rt->rpc_method);
+		answer_kind(r, GW_P_UNAVAILABLE, NULL);
+		goto out;
+	}
 	if (rv != 0) {
 		SHOP_LOG_T(WARN, r->trace.trace_id, "upstream %s %s not accepted: %s", rt->service,
 			   rt->rpc_method, nng_strerror(rv));

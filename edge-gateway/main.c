@@ -7,6 +7,8 @@
  *   SHOP_RPC_TIMEOUT_MS             upstream deadline per request (2000)
  *   SHOP_RPC_PER_TRY_PCT            a GET's first try: this % of the deadline,
  *                                   then one retry elsewhere (45)
+ *   SHOP_RPC_CALLER_QUEUE           calls waiting per instance beyond the 32
+ *                                   sent; more are shed at once (32)
  *   SHOP_GATEWAY_IDLE_TIMEOUT_S     idle keep-alive connection, stalled
  *                                   answer write (10)
  *   SHOP_GATEWAY_REQUEST_TIMEOUT_S  a request's header block, then its body,
@@ -89,7 +91,7 @@ int main(void)
 	shop_zipkin_url zipkin;
 	shop_health *health = NULL;
 	int64_t refresh_ms;
-	int rv, status = 1, per_try_pct;
+	int rv, status = 1, per_try_pct, caller_queue;
 	shop_registry_view *view = NULL;
 	shop_upstream *up = NULL;
 	gw_http *http = NULL;
@@ -105,6 +107,8 @@ int main(void)
 	cfg.rpc_timeout_ms = shop_env_int(&env, "SHOP_RPC_TIMEOUT_MS", 2000, 1, 600000);
 	per_try_pct = (int)shop_env_int(&env, "SHOP_RPC_PER_TRY_PCT",
 					SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT, 1, 100);
+	caller_queue = (int)shop_env_int(&env, "SHOP_RPC_CALLER_QUEUE", SHOP_UPSTREAM_QUEUE_DEFAULT,
+					 0, SHOP_UPSTREAM_QUEUE_MAX);
 	cfg.idle_timeout_s = (int)shop_env_int(&env, "SHOP_GATEWAY_IDLE_TIMEOUT_S", 10, 1, 3600);
 	cfg.request_timeout_s =
 	    (int)shop_env_int(&env, "SHOP_GATEWAY_REQUEST_TIMEOUT_S", 10, 1, 3600);
@@ -152,6 +156,7 @@ int main(void)
 		goto out;
 	}
 	shop_upstream_set_per_try_pct(up, per_try_pct);
+	shop_upstream_set_queue(up, caller_queue);
 	if (shop_health_create(&health, &(shop_health_config){.view = view,
 							      .required = required,
 							      .n_required = cfg.n_required,

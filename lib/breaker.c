@@ -183,6 +183,16 @@ void shop_breaker_record(shop_breaker *b, bool success, int64_t duration_us, int
 	pthread_mutex_unlock(&b->mtx);
 }
 
+void shop_breaker_release(shop_breaker *b)
+{
+	pthread_mutex_lock(&b->mtx);
+	/* A trial handed out in this half-open period (none is when the
+	 * breaker opened or closed since the admit) is free again. */
+	if (b->state == SHOP_BREAKER_HALF_OPEN && b->trials_out > b->trials_ok)
+		b->trials_out--;
+	pthread_mutex_unlock(&b->mtx);
+}
+
 void shop_breaker_trip(shop_breaker *b, int64_t now_us)
 {
 	pthread_mutex_lock(&b->mtx);

@@ -58,6 +58,14 @@ bool shop_breaker_would_admit(shop_breaker *b, int64_t now_us);
 /* The outcome of an admitted call. */
 void shop_breaker_record(shop_breaker *b, bool success, int64_t duration_us, int64_t now_us);
 
+/* An admitted call with no outcome to record: it was shed (the caller's
+ * own queue to the instance was full, or the instance answered
+ * RESOURCE_EXHAUSTED), so it says nothing about the instance's health.
+ * It counts neither as a success nor as a failure, nor in the window; a
+ * half-open breaker gets its trial slot back. Instead of
+ * shop_breaker_record, exactly once. */
+void shop_breaker_release(shop_breaker *b);
+
 /* Opens at once (the instance's connection closed). */
 void shop_breaker_trip(shop_breaker *b, int64_t now_us);
 

@@ -75,6 +75,13 @@ struct shop_rpc_conn {
 	int n_idle;
 	struct rpc_call *q_head, *q_tail;
 	int q_len, q_max;
+	/* Calls accepted whose done has not started: running or queued. A
+	 * finishing call leaves it just before its done runs, so that a caller
+	 * that answers its own client from done and gets the next call at once
+	 * finds the place free (the slot itself is freed after done). At most
+	 * n_slots + q_max: the queue may briefly hold more than q_max while
+	 * slots finish. */
+	int in_hand;
 	int pipes; /* connected pipes (0 or 1: one peer per socket), under mtx */
 	shop_dial_keeper *keeper;
 	void (*down_fn)(void *); /* told when the last pipe closes; under mtx */
@@ -243,6 +250,16 @@ bool shop_rpc_conn_is_up(shop_rpc_conn *c)
 	return up;
 }
 
+bool shop_rpc_conn_has_room(shop_rpc_conn *c)
+{
+	bool room;
+
+	nng_mtx_lock(c->mtx);
+	room = !c->closing && (c->n_idle > 0 || c->in_hand < c->n_slots + c->q_max);
+	nng_mtx_unlock(c->mtx);
+	return room;
+}
+
 static void call_free(struct rpc_call *call)
 {
 	if (call == NULL)
@@ -286,6 +303,7 @@ static void slot_finish(struct rpc_slot *slot, int rv, Shop__V1__RpcResponse *re
 	nng_mtx_lock(c->mtx);
 	call = slot->call;
 	slot->call = NULL;
+	c->in_hand--;
 	nng_mtx_unlock(c->mtx);
 
 	call->done(call->arg, rv, resp);
@@ -481,6 +499,7 @@ void shop_rpc_conn_destroy(shop_rpc_conn *c)
 	c->closing = true;
 	q = c->q_head;
 	c->q_head = c->q_tail = NULL;
+	c->in_hand -= c->q_len;
 	c->q_len = 0;
 	nng_mtx_unlock(c->mtx);
 
@@ -556,8 +575,10 @@ int shop_rpc_conn_send(shop_rpc_conn *c, nng_msg *msg, int64_t deadline_unix_ms,
 	if (c->closing) {
 		rv = NNG_ECLOSED;
 	} else if (c->n_idle > 0) {
+		c->in_hand++;
 		slot_start(&c->slots[c->idle[--c->n_idle]], call);
-	} else if (c->q_len < c->q_max) {
+	} else if (c->in_hand < c->n_slots + c->q_max) {
+		c->in_hand++;
 		if (c->q_tail != NULL)
 			c->q_tail->next = call;
 		else

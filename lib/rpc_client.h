@@ -2,8 +2,10 @@
  *
  * Many calls run at once through a bounded pool of nng contexts and aios
  * that are made once and reused (nng 1.5.2 slows badly when many REQ
- * contexts are opened in a burst). Calls beyond the pool wait in a bounded
- * FIFO; beyond that they fail at once with NNG_EAGAIN. REQ resend is
+ * contexts are opened in a burst). Calls beyond the pool wait in a FIFO; at
+ * most pool + queue calls are in hand at once (running or waiting; a call
+ * leaves just before its done runs), beyond that a call fails at once with
+ * NNG_EAGAIN. REQ resend is
  * disabled: a request is sent at most once. */
 #ifndef SHOP_RPC_CLIENT_H
 #define SHOP_RPC_CLIENT_H
@@ -64,6 +66,11 @@ int shop_rpc_conn_send(shop_rpc_conn *c, nng_msg *msg, int64_t deadline_unix_ms,
  * from a worker thread. On 0, *resp is owned by the caller. */
 int shop_rpc_conn_call_sync(shop_rpc_conn *c, const char *method, const ProtobufCMessage *req,
 			    const shop_rpc_call_opts *o, Shop__V1__RpcResponse **resp);
+
+/* Whether a call sent now would be taken: a context is idle or fewer than
+ * pool + queue calls are in hand (otherwise shop_rpc_conn_send answers NNG_EAGAIN). A
+ * look only: another thread may take the room before this caller sends. */
+bool shop_rpc_conn_has_room(shop_rpc_conn *c);
 
 /* True while the socket has a live connection to its peer. A call made
  * while it is down waits (until its deadline) for the dialer to reconnect;

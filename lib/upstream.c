@@ -23,11 +23,9 @@
 #include "strbuf.h"
 #include "trace.h"
 
-#define UPSTREAM_MAX_PICK 64   /* instances of one service considered per call */
-#define UPSTREAM_POOL     32   /* nng contexts per instance connection */
-#define UPSTREAM_QUEUE    4096 /* calls waiting for a context, per instance */
-#define UPSTREAM_MAX_VIEW 512  /* instances of every service the sweep reads */
-#define UPSTREAM_SWEEP_MS 250  /* how often the housekeeper compares with the view */
+#define UPSTREAM_MAX_PICK 64  /* instances of one service considered per call */
+#define UPSTREAM_MAX_VIEW 512 /* instances of every service the sweep reads */
+#define UPSTREAM_SWEEP_MS 250 /* how often the housekeeper compares with the view */
 /* How long an entry's instance must be gone from the view before the entry
  * is retired: a registry's hiccup (an instance missing from one answer)
  * keeps the connection and the breaker's history. */
@@ -58,6 +56,7 @@ struct shop_upstream {
 	char caller[32];
 	shop_breaker_config bcfg;
 	int per_try_pct;     /* an idempotent call's first try: this % of its deadline */
+	int queue;           /* calls waiting for a context, per instance; beyond: shed */
 	pthread_mutex_t mtx; /* guards the lists, every entry's refs, closing */
 	pthread_cond_t cv;   /* CLOCK_MONOTONIC; signalled on destroy */
 	bool closing;        /* destroy began: nothing is picked any more */
@@ -96,6 +95,7 @@ int shop_upstream_create(shop_upstream **out, shop_registry_view *view, const ch
 	snprintf(u->caller, sizeof(u->caller), "%s", caller);
 	shop_breaker_config_default(&u->bcfg);
 	u->per_try_pct = SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT;
+	u->queue = SHOP_UPSTREAM_QUEUE_DEFAULT;
 	pthread_mutex_init(&u->mtx, NULL);
 	if (shop_cond_init_mono(&u->cv) != 0) {
 		pthread_mutex_destroy(&u->mtx);
@@ -124,6 +124,13 @@ void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_confi
 void shop_upstream_set_per_try_pct(shop_upstream *u, int pct)
 {
 	u->per_try_pct = pct < 1 ? 1 : pct > 100 ? 100 : pct;
+}
+
+void shop_upstream_set_queue(shop_upstream *u, int queue)
+{
+	u->queue = queue < 0                         ? 0
+		   : queue > SHOP_UPSTREAM_QUEUE_MAX ? SHOP_UPSTREAM_QUEUE_MAX
+						     : queue;
 }
 
 /* Closes the entry's socket (no call holds it, or destroy fails those
@@ -242,7 +249,7 @@ static upstream_inst *inst_get(shop_upstream *u, const shop_instance *si)
 		in = NULL;
 		goto out;
 	}
-	if ((rv = shop_rpc_conn_create(&in->conn, si->rpc_url, UPSTREAM_POOL, UPSTREAM_QUEUE)) !=
+	if ((rv = shop_rpc_conn_create(&in->conn, si->rpc_url, SHOP_UPSTREAM_POOL, u->queue)) !=
 	    0) {
 		SHOP_LOG(ERROR, "%s: cannot open a connection to %s: %s", u->caller, si->rpc_url,
 			 nng_strerror(rv));
@@ -392,10 +399,13 @@ static void *upstream_keeper(void *arg)
 
 /* Picks an instance of service by weight among the healthy ones whose
  * breaker admits a call, preferring those connected right now; skips
- * `except`. On success the breaker has admitted the call (the caller must
- * record its outcome) and *out holds a reference (inst_put). Returns
- * NNG_ENOENT when none is known and healthy, NNG_EBUSY when some are but
- * every breaker refuses. */
+ * `except`, and whose connection has room for one more call (a context
+ * free, or a place in its queue). On success the breaker has admitted the
+ * call (the caller must record its outcome, or release it) and *out holds
+ * a reference (inst_put). Returns NNG_ENOENT when none is known and
+ * healthy, NNG_EAGAIN when every one whose breaker would admit the call
+ * has its queue full (this caller is overloaded: the call is shed), and
+ * NNG_EBUSY when some are known but every breaker refuses. */
 static int upstream_pick(shop_upstream *u, const char *service, const upstream_inst *except,
 			 upstream_inst **out)
 {
@@ -403,7 +413,7 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 	upstream_inst *cand[UPSTREAM_MAX_PICK];
 	uint32_t weights[UPSTREAM_MAX_PICK];
 	int64_t now = shop_now_mono_us();
-	int n, i, m = 0, n_up = 0, known = 0, chosen = -1;
+	int n, i, m = 0, n_up = 0, known = 0, full = 0, chosen = -1;
 
 	n = shop_registry_view_get(u->view, service, true, si, UPSTREAM_MAX_PICK);
 	for (i = 0; i < n; i++) {
@@ -417,6 +427,13 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 		known++;
 		inst_advert(in, &si[i], now);
 		if (!shop_breaker_would_admit(in->breaker, now)) {
+			inst_put(u, in);
+			continue;
+		}
+		/* Looked at after the breaker: a full queue takes no trial slot
+		 * and counts as nothing against the instance. */
+		if (!shop_rpc_conn_has_room(in->conn)) {
+			full++;
 			inst_put(u, in);
 			continue;
 		}
@@ -445,6 +462,8 @@ static int upstream_pick(shop_upstream *u, const char *service, const upstream_i
 		*out = cand[chosen];
 		return 0;
 	}
+	if (full > 0)
+		return NNG_EAGAIN;
 	return known > 0 ? NNG_EBUSY : NNG_ENOENT;
 }
 
@@ -474,8 +493,9 @@ static void calls_metric_init(void)
 	    "Calls to other services, by service, instance called and outcome: ok, error (a "
 	    "business error reply), dependency (an error reply marked dependency_failed: the "
 	    "instance works, a service behind it failed), failure (transport, timeout, "
-	    "UNAVAILABLE, INTERNAL), rejected (no instance, or every breaker open; instance is "
-	    "empty).",
+	    "UNAVAILABLE, INTERNAL), shed (the instance answered RESOURCE_EXHAUSTED), overloaded "
+	    "(not sent: this caller's queue to the instance was full), rejected (no instance, "
+	    "or every breaker open; instance is empty).",
 	    "service,instance,outcome");
 	retries_total = shop_metrics_counter(
 	    shop_metrics_default(), "shop_rpc_client_retries_total",
@@ -505,6 +525,8 @@ static const char *outcome_name(int rv, const Shop__V1__RpcResponse *resp)
 		return "failure";
 	if (resp->code == SHOP_RPC_OK)
 		return "ok";
+	if (resp->code == SHOP_RPC_RESOURCE_EXHAUSTED)
+		return "shed";
 	return resp->dependency_failed ? "dependency" : "error";
 }
 
@@ -521,6 +543,9 @@ static void call_span_end(upstream_call *call, int rv, const Shop__V1__RpcRespon
 		shop_span_tag(&call->span, "error", "no instance of %s", call->service);
 	else if (rv == NNG_EBUSY && call->inst == NULL)
 		shop_span_tag(&call->span, "error", "every breaker of %s is open", call->service);
+	else if (rv == NNG_EAGAIN)
+		shop_span_tag(&call->span, "error", "overloaded: the queue to %s is full",
+			      call->service);
 	else if (rv != 0)
 		shop_span_tag(&call->span, "error", "%s", nng_strerror(rv));
 	if (rv == 0) {
@@ -585,7 +610,8 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	 * timeout is slow: a failure for the breaker, whatever it answered
 	 * (contract §5). Otherwise the deadline bounds the try, and a try
 	 * that reaches it has timed out. */
-	bool ok = outcome_ok(rv, resp) && !(call->slow_us > 0 && took > call->slow_us);
+	bool slow = call->slow_us > 0 && took > call->slow_us;
+	bool ok = outcome_ok(rv, resp) && !slow;
 	/* The first try of an idempotent call timed out at its per-try
 	 * timeout, before the deadline: the rest of the deadline is the
 	 * retry's. A timeout at the deadline has used it up. */
@@ -593,7 +619,12 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 	    rv == NNG_ETIMEDOUT && call->try_deadline_unix_ms < call->deadline_unix_ms;
 	nng_msg *retry;
 
-	shop_breaker_record(failed->breaker, ok, took, now);
+	/* A shed answer (RESOURCE_EXHAUSTED) says the instance is busy, not
+	 * that it fails: neither a success nor a failure (unless slow). */
+	if (rv == 0 && resp->code == SHOP_RPC_RESOURCE_EXHAUSTED && !slow)
+		shop_breaker_release(failed->breaker);
+	else
+		shop_breaker_record(failed->breaker, ok, took, now);
 	calls_count(call->service, failed->instance, outcome_name(rv, resp));
 	/* A transport failure or a per-try timeout of an idempotent call:
 	 * once more, elsewhere, if the deadline allows. The first try's reply,
@@ -621,14 +652,20 @@ static void call_done(void *arg, int rv, Shop__V1__RpcResponse *resp)
 }
 
 /* Sends msg to call->inst (already admitted by its breaker). On failure
- * records it and leaves msg with the caller. */
+ * records it and leaves msg with the caller. A full queue (NNG_EAGAIN:
+ * another call took the last place since the pick) is this caller's
+ * overload, not the instance's failure: the breaker's admission is
+ * released, nothing recorded. */
 static int call_send(upstream_call *call, nng_msg *msg)
 {
 	int rv;
 
 	call->started_us = shop_now_mono_us();
 	rv = shop_rpc_conn_send(call->inst->conn, msg, call->try_deadline_unix_ms, call_done, call);
-	if (rv != 0) {
+	if (rv == NNG_EAGAIN) {
+		shop_breaker_release(call->inst->breaker);
+		calls_count(call->service, call->inst->instance, "overloaded");
+	} else if (rv != 0) {
 		shop_breaker_record(call->inst->breaker, false, 0, shop_now_mono_us());
 		calls_count(call->service, call->inst->instance, "failure");
 	}
@@ -693,7 +730,7 @@ int shop_upstream_call(shop_upstream *u, const char *service, const char *method
 	if ((rv = shop_rpc_request_pack(method, req, &oc, &msg)) != 0)
 		goto fail;
 	if ((rv = upstream_pick(u, service, NULL, &call->inst)) != 0) {
-		calls_count(call->service, "", "rejected");
+		calls_count(call->service, "", rv == NNG_EAGAIN ? "overloaded" : "rejected");
 		goto fail;
 	}
 	if ((rv = call_send(call, msg)) != 0)

@@ -34,6 +34,22 @@ void shop_upstream_set_breaker_config(shop_upstream *u, const shop_breaker_confi
 #define SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT 45
 void shop_upstream_set_per_try_pct(shop_upstream *u, int pct);
 
+/* nng contexts of each instance's connection: calls sent at once. */
+#define SHOP_UPSTREAM_POOL 32
+
+/* The most calls that wait in this caller for a context of one
+ * instance's connection (SHOP_UPSTREAM_POOL contexts, each a call sent
+ * and not yet answered). A call that finds every admitting instance's
+ * queue full is shed at once: shop_upstream_call answers NNG_EAGAIN, and
+ * no breaker counts it. Default 32, the pool's size: at most 64 calls per
+ * instance in this caller, as many as one server admits by default
+ * (SHOP_RPC_MAX_INFLIGHT, 8 x 8 workers). 0: no wait, a call beyond the
+ * pool is shed. Clamped to 0..SHOP_UPSTREAM_QUEUE_MAX; call before the
+ * first call (SHOP_RPC_CALLER_QUEUE in the gateway and svc-order). */
+#define SHOP_UPSTREAM_QUEUE_DEFAULT SHOP_UPSTREAM_POOL
+#define SHOP_UPSTREAM_QUEUE_MAX     4096
+void shop_upstream_set_queue(shop_upstream *u, int queue);
+
 /* Called exactly once per accepted call, on an nng thread; must not block.
  * rv and resp as shop_rpc_done_fn (the callback owns resp). instance is the
  * name of the instance that was called ("" when none was), borrowed for the
@@ -44,14 +60,19 @@ void shop_upstream_set_per_try_pct(shop_upstream *u, int pct);
  * timeout (shop_upstream_set_per_try_pct), is retried once on another
  * instance within its deadline; a try slower than its per-try timeout
  * counts as a failure for its instance's breaker. A non-idempotent call is
- * sent once and has the whole deadline. */
+ * sent once and has the whole deadline. A shed answer (RESOURCE_EXHAUSTED)
+ * counts neither way on the breaker (shop_breaker_release) and is not
+ * retried. */
 typedef void (*shop_upstream_done_fn)(void *arg, int rv, Shop__V1__RpcResponse *resp,
 				      const char *instance);
 
 /* Returns 0 when accepted (done runs exactly once, possibly before this
  * returns), else an nng error and done does not run: NNG_ENOENT when no
  * healthy instance of service is known, NNG_EBUSY when every one's breaker
- * refuses the call (both are "unavailable" to users, answered at once). */
+ * refuses the call (both are "unavailable" to users, answered at once),
+ * NNG_EAGAIN when every instance that would admit it has this caller's
+ * queue to it full (shop_upstream_set_queue): the caller is overloaded and
+ * answers as for the service's own RESOURCE_EXHAUSTED/OVERLOADED. */
 int shop_upstream_call(shop_upstream *u, const char *service, const char *method,
 		       const ProtobufCMessage *req, const shop_rpc_call_opts *o,
 		       shop_upstream_done_fn done, void *arg);

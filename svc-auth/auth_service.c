@@ -110,17 +110,12 @@ static int op_verify(void *arg)
  * -1 when the gate shed it, with the reply filled: RESOURCE_EXHAUSTED,
  * reason OVERLOADED (the service's limit: 503 at the gateway) or
  * TOO_MANY_REQUESTS (this client's share: 429), metadata retry_after. */
-static int gated(auth_app *app, shop_rpc_call *call, const char *client, int (*fn)(void *),
-		 struct hash_op *op, int *rv, shop_rpc_reply *reply)
+/* Fills the reply of a call the gate refused (res), to retry after secs. */
+static void shed_reply(auth_gate_result res, int secs, shop_rpc_reply *reply)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	auth_gate_result res;
 	char retry[16];
-	int secs = 1;
 
-	res = auth_hash_gate_run(app->gate, client, call->deadline_unix_ms, fn, op, rv, &secs);
-	if (res == AUTH_GATE_RAN)
-		return 0;
 	pthread_once(&once, shed_metric_init);
 	snprintf(retry, sizeof(retry), "%d", secs);
 	if (res == AUTH_GATE_CLIENT_BUSY) {
@@ -135,6 +130,18 @@ static int gated(auth_app *app, shop_rpc_call *call, const char *client, int (*f
 				     retry);
 	}
 	shop_rpc_reply_meta(reply, "retry_after", retry);
+}
+
+static int gated(auth_app *app, shop_rpc_call *call, const char *client, int (*fn)(void *),
+		 struct hash_op *op, int *rv, shop_rpc_reply *reply)
+{
+	auth_gate_result res;
+	int secs = 1;
+
+	res = auth_hash_gate_run(app->gate, client, call->deadline_unix_ms, fn, op, rv, &secs);
+	if (res == AUTH_GATE_RAN)
+		return 0;
+	shed_reply(res, secs, reply);
 	return -1;
 }
 
@@ -240,10 +247,22 @@ static void sign_in(void *appv, shop_rpc_call *call, const ProtobufCMessage *msg
 	PGresult *res = NULL;
 	int64_t id = 0, wait_ms;
 	int known, ok, rv, retry_s;
+	auth_gate_result gate;
 	struct hash_op op;
 	auth_name name;
 	char retry[24];
 
+	/* A guess the gate would shed anyway is shed now, before the name's
+	 * normalization, the throttle's two Redis round trips and the user's
+	 * row: under a flood of sign-ins that ignore Retry-After, that work of
+	 * every shed call took CPU from the admitted hashes (docs/decisions.md,
+	 * "Caller-side shedding and cheap sheds"). Nothing was checked, so
+	 * nothing counts in the throttle. */
+	if ((gate = auth_hash_gate_check(app->gate, req->client_address, call->deadline_unix_ms,
+					 &retry_s)) != AUTH_GATE_RAN) {
+		shed_reply(gate, retry_s, reply);
+		return;
+	}
 	/* An invalid name leaves name empty (no key): it may still be a user
 	 * kept without keys, found by exact below. */
 	if (auth_name_init(&name, req->name) == AUTH_NAME_INTERNAL) {

@@ -112,26 +112,60 @@ static int refuse(auth_hash_gate *g)
 	return us < 1 ? 1 : us > 60 ? 60 : (int)us;
 }
 
-auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64_t deadline_unix_ms,
-				    int (*fn)(void *arg), void *arg, int *fn_rv, int *retry_after)
+/* Whether a hash of client's with that deadline is admitted now:
+ * AUTH_GATE_RAN when it is (*share: the client's entry, NULL when it holds
+ * none), else the refusal, counted, with *retry_after set. Under g->mtx. */
+static auth_gate_result admission(auth_hash_gate *g, bool keyed, const char *client,
+				  int64_t deadline_unix_ms, struct client_share **share,
+				  int *retry_after)
 {
-	struct client_share *share = NULL;
-	bool keyed = client != NULL && client[0] != '\0' && g->cfg.per_client > 0;
-	int64_t t0, dt, left_us;
-	uint64_t ticket;
+	int64_t left_us;
 
-	pthread_mutex_lock(&g->mtx);
-	if (keyed && (share = share_find(g, client)) != NULL && share->n >= g->cfg.per_client) {
+	*share = NULL;
+	if (keyed && (*share = share_find(g, client)) != NULL && (*share)->n >= g->cfg.per_client) {
 		*retry_after = refuse(g);
-		pthread_mutex_unlock(&g->mtx);
 		return AUTH_GATE_CLIENT_BUSY;
 	}
 	left_us = deadline_unix_ms > 0 ? (deadline_unix_ms - shop_now_unix_ms()) * 1000 : INT64_MAX;
 	if (g->running + g->waiting >= g->cfg.max_admitted ||
 	    finish_in_us(g) + GATE_MARGIN_US > left_us) {
 		*retry_after = refuse(g);
-		pthread_mutex_unlock(&g->mtx);
 		return AUTH_GATE_OVERLOADED;
+	}
+	return AUTH_GATE_RAN;
+}
+
+static bool keyed_client(const auth_hash_gate *g, const char *client)
+{
+	return client != NULL && client[0] != '\0' && g->cfg.per_client > 0;
+}
+
+auth_gate_result auth_hash_gate_check(auth_hash_gate *g, const char *client,
+				      int64_t deadline_unix_ms, int *retry_after)
+{
+	struct client_share *share;
+	auth_gate_result res;
+
+	pthread_mutex_lock(&g->mtx);
+	res = admission(g, keyed_client(g, client), client, deadline_unix_ms, &share, retry_after);
+	pthread_mutex_unlock(&g->mtx);
+	return res;
+}
+
+auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64_t deadline_unix_ms,
+				    int (*fn)(void *arg), void *arg, int *fn_rv, int *retry_after)
+{
+	struct client_share *share = NULL;
+	bool keyed = keyed_client(g, client);
+	auth_gate_result res;
+	int64_t t0, dt;
+	uint64_t ticket;
+
+	pthread_mutex_lock(&g->mtx);
+	if ((res = admission(g, keyed, client, deadline_unix_ms, &share, retry_after)) !=
+	    AUTH_GATE_RAN) {
+		pthread_mutex_unlock(&g->mtx);
+		return res;
 	}
 	if (keyed && share == NULL)
 		share = share_claim(g, client);

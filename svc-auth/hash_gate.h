@@ -46,6 +46,16 @@ auth_gate_result auth_hash_gate_run(auth_hash_gate *g, const char *client, int64
 				    int (*fn)(void *arg), void *arg, int *fn_rv,
 				    int *retry_after_s);
 
+/* Whether auth_hash_gate_run would admit a hash of client's with that
+ * deadline now, without taking a place: AUTH_GATE_RAN when it would, else
+ * the refusal run would give (counted as one, *retry_after_s set). A look
+ * only: run decides. Lets a caller shed before the work that precedes the
+ * hash (svc-auth's sign-in: the throttle's Redis round trip, the user's
+ * row, the token given back), so that a shed call costs microseconds of
+ * the CPU the hashes need. */
+auth_gate_result auth_hash_gate_check(auth_hash_gate *g, const char *client,
+				      int64_t deadline_unix_ms, int *retry_after_s);
+
 /* The current estimate of one hash, in microseconds (tests, logs). */
 int64_t auth_hash_gate_estimate_us(auth_hash_gate *g);
 

@@ -21,8 +21,9 @@ char *auth_token_issue(const unsigned char *key, size_t key_len, int64_t id, con
 	sodium_bin2hex(jti, sizeof(jti), jti_raw, sizeof(jti_raw));
 	if (jwt_new(&jwt) != 0)
 		goto out;
-	if (jwt_add_grant(jwt, "iss", AUTH_TOKEN_ISSUER) != 0 || jwt_add_grant(jwt, "sub", sub) != 0 ||
-	    jwt_add_grant(jwt, "name", name) != 0 || jwt_add_grant_int(jwt, "iat", (long)iat) != 0 ||
+	if (jwt_add_grant(jwt, "iss", AUTH_TOKEN_ISSUER) != 0 ||
+	    jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant(jwt, "name", name) != 0 ||
+	    jwt_add_grant_int(jwt, "iat", (long)iat) != 0 ||
 	    jwt_add_grant_int(jwt, "exp", (long)(iat + AUTH_TOKEN_TTL)) != 0 ||
 	    jwt_add_grant(jwt, "jti", jti) != 0 ||
 	    jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)key_len) != 0)

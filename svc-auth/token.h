@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #define AUTH_TOKEN_ISSUER "shop-auth"
-#define AUTH_TOKEN_TTL 3600 /* seconds */
+#define AUTH_TOKEN_TTL    3600 /* seconds */
 
 /* Signs a token for user id/name issued at iat (Unix seconds) with key
  * (≥ 32 bytes). Claims: iss, sub (id as a string), name, iat, exp = iat +

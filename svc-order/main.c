@@ -28,7 +28,7 @@ int main(void)
 	const char *lookup_url;
 	order_app app = {0};
 	int64_t refresh_ms;
-	int per_try_pct;
+	int per_try_pct, caller_queue;
 	shop_env env;
 	int status = 1;
 
@@ -42,6 +42,8 @@ int main(void)
 	app.cache_ttl_s = (int)shop_env_int(&env, "SHOP_ORDER_CACHE_TTL", 300, 1, 86400 * 30);
 	per_try_pct = (int)shop_env_int(&env, "SHOP_RPC_PER_TRY_PCT",
 					SHOP_UPSTREAM_PER_TRY_PCT_DEFAULT, 1, 100);
+	caller_queue = (int)shop_env_int(&env, "SHOP_RPC_CALLER_QUEUE", SHOP_UPSTREAM_QUEUE_DEFAULT,
+					 0, SHOP_UPSTREAM_QUEUE_MAX);
 	if (shop_env_check(&env) != 0)
 		return 2;
 	if (shop_registry_view_create(&view, lookup_url, (int)refresh_ms) != 0 ||
@@ -50,6 +52,7 @@ int main(void)
 		goto out;
 	}
 	shop_upstream_set_per_try_pct(products, per_try_pct);
+	shop_upstream_set_queue(products, caller_queue);
 	/* The cache's one Redis connection, on a loop thread of its own. */
 	if (cfg.redis_addr != NULL &&
 	    (cache = shop_redis_loop_create(cfg.redis_host, cfg.redis_port,

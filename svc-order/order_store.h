@@ -34,7 +34,7 @@ typedef struct order_row {
 	Shop__V1__Order msg;
 	Shop__V1__OrderItem *items;
 	Shop__V1__OrderItem **item_ptrs;
-	char *strings; /* one block holding every string the message points to */
+	char *strings;   /* one block holding every string the message points to */
 	int64_t version; /* increases with every change */
 } order_row;
 

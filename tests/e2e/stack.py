@@ -55,6 +55,15 @@ class Fail(AssertionError):
     pass
 
 
+class Counts:
+    """What a case returns when it runs a suite of its own (the Node.js
+    client's, test_tsclient.py): run.py adds passed and failed to its totals
+    instead of counting the case as one."""
+
+    def __init__(self, passed, failed, note=""):
+        self.passed, self.failed, self.note = passed, failed, note
+
+
 def check(cond, msg):
     if not cond:
         raise Fail(msg)
@@ -70,9 +79,11 @@ def built_instances():
 
 # ---------------------------------------------------------------- ./shop
 
-def shop(*args, timeout=600):
-    """Runs ./shop ARGS on the test stack; returns (exit code, output)."""
-    env = dict(os.environ, SHOP_VAR=VAR, SHOP_PORT_OFFSET=str(OFFSET))
+def shop(*args, timeout=600, env=None):
+    """Runs ./shop ARGS on the test stack; returns (exit code, output). env
+    (a dict) is added to the environment: ./shop passes it on to the
+    instances it starts (e.g. SHOP_WORKERS for one `start`)."""
+    env = dict(os.environ, **(env or {}), SHOP_VAR=VAR, SHOP_PORT_OFFSET=str(OFFSET))
     p = subprocess.run([os.path.join(ROOT, "shop")] + list(args), cwd=ROOT, env=env,
                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=timeout)

@@ -15,6 +15,7 @@ from 127.0.0.2, an address the storms never use."""
 
 import http.client
 import os
+import re
 import secrets
 import signal
 import threading
@@ -265,6 +266,136 @@ def test_storm_150_orders_with_both_product_instances_hung():
     return "rounds " + " | ".join(notes)
 
 
+# ------------------------------------------------- a real service sheds
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\} (-?[0-9.e+]+)$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_sum(port, metric, **labels):
+    """The sum of every sample of metric on port's /metrics whose labels
+    include labels."""
+    r = stack.request("GET", "/metrics", port=port)
+    check(r.status == 200, "GET /metrics on :%d -> %r" % (port, r))
+    total = 0.0
+    for line in r.body.decode().splitlines():
+        m = _SAMPLE_RE.match(line)
+        if not m or m.group(1) != metric:
+            continue
+        got = dict(_LABEL_RE.findall(m.group(2)))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def _gateway_calls(instance, outcome):
+    return metric_sum(stack.GATEWAY_PORT, "shop_rpc_client_calls_total", service="product",
+                      instance=instance, outcome=outcome)
+
+
+def _product_sheds(port):
+    return metric_sum(port, "shop_rpc_server_handled_total", code="RESOURCE_EXHAUSTED")
+
+
+SHED_N = 150
+SHED_HANG_S = 0.8  # under the registry's 3 missed surveys of 500 ms
+
+
+def test_storm_products_shed_by_the_gateway_and_by_product_a():
+    """A real service past its bound, and a caller past its own. product-b
+    is stopped; product-a runs with SHOP_WORKERS=2 and
+    SHOP_RPC_MAX_INFLIGHT=2. product-a hangs (SIGSTOP) for 0.8 s while 150
+    GET /products arrive at once: the gateway sends 32 (its pool), queues 32
+    (SHOP_RPC_CALLER_QUEUE) and sheds the rest at once; when product-a
+    resumes it admits 2 calls at a time and sheds the others
+    (RESOURCE_EXHAUSTED/OVERLOADED). Every answer is 200 or the contract's
+    overload answer -- 503 service_unavailable with Retry-After, a problem
+    with no internals -- and the gateway's metrics account for each: 200s
+    = calls product-a served, 503s = calls the gateway shed + calls
+    product-a shed, no failure; the gateway's breaker on product-a stays
+    closed and counts no failed call. Three rounds."""
+    port_a = stack.ADMIN_PORTS["product-a"]
+    notes = []
+    try:
+        for name in ("product-a", "product-b"):
+            rc, out = stack.shop("stop", name)
+            check(rc == 0, "./shop stop %s: %s" % (name, out[-300:]))
+        rc, out = stack.shop("start", "product-a",
+                             env={"SHOP_WORKERS": "2", "SHOP_RPC_MAX_INFLIGHT": "2"})
+        check(rc == 0, "./shop start product-a with a bound of 2: %s" % out[-300:])
+        for rnd in range(ROUNDS):
+            ok = wait_for(lambda: stack.api("GET", "/products?page_size=1").status == 200
+                          and breaker_state("product-a") == "closed", 30, 0.25)
+            check(ok is not None, "round %d: GET /products does not work on product-a" % rnd)
+            before = {o: _gateway_calls("product-a", o)
+                      for o in ("ok", "shed", "overloaded", "failure", "error")}
+            before["rejected"] = _gateway_calls("", "overloaded")
+            sheds_a0 = _product_sheds(port_a)
+            failed0 = metric_sum(stack.GATEWAY_PORT,
+                                 "resilience4j_circuitbreaker_calls_seconds_count",
+                                 name="gateway:product-a", kind="failed")
+            th = _hang(["product-a"], SHED_HANG_S)
+            try:
+                res = storm(SHED_N, lambda i: ("GET", "/products?page_size=1", None,
+                                               dict(stack.auth())))
+            finally:
+                th.join()
+            counts = check_answers(res, {200, 503}, "shed round %d" % rnd)
+            for r, secs in res:
+                if r.status == 503:
+                    p = check_problem(r, 503, "service_unavailable")
+                    check(r.header("retry-after") == "1",
+                          "503 Retry-After %r, want 1" % r.header("retry-after"))
+                    text = r.body.decode()
+                    for leak in ("RESOURCE_EXHAUSTED", "OVERLOADED", "nng", "calls in hand",
+                                 "queue"):
+                        check(leak not in text, "a 503 shows %r: %s" % (leak, text))
+                    check(p["detail"].startswith("The service is temporarily unavailable"),
+                          "503 detail %r" % p["detail"])
+            after = {o: _gateway_calls("product-a", o)
+                     for o in ("ok", "shed", "overloaded", "failure", "error")}
+            after["rejected"] = _gateway_calls("", "overloaded")
+            d = {k: after[k] - before[k] for k in after}
+            shed_by_gw = d["overloaded"] + d["rejected"]
+            shed_by_a = _product_sheds(port_a) - sheds_a0
+            n200, n503 = counts.get(200, 0), counts.get(503, 0)
+            notes.append("200:%d 503:%d (gateway shed %d, product-a shed %d/%d)"
+                         % (n200, n503, shed_by_gw, d["shed"], shed_by_a))
+            check(shed_by_gw >= SHED_N - 64 - 20,
+                  "round %d: the gateway shed only %d of %d calls with 64 places"
+                  % (rnd, shed_by_gw, SHED_N))
+            check(d["failure"] == 0 and d["error"] == 0,
+                  "round %d: calls failed on product-a: %r" % (rnd, d))
+            check(n200 == d["ok"], "round %d: %d answers 200, product-a served %d: %r"
+                  % (rnd, n200, d["ok"], d))
+            check(n503 == shed_by_gw + d["shed"],
+                  "round %d: %d answers 503, %d shed by the gateway + %d by product-a"
+                  % (rnd, n503, shed_by_gw, d["shed"]))
+            check(d["shed"] >= 1 and shed_by_a >= d["shed"],
+                  "round %d: product-a shed %d (its metrics: %d)" % (rnd, d["shed"], shed_by_a))
+            check(n200 >= 2, "round %d: only %d calls served" % (rnd, n200))
+            check(breaker_state("product-a") == "closed",
+                  "round %d: the gateway's breaker on product-a is %s"
+                  % (rnd, breaker_state("product-a")))
+            failed = metric_sum(stack.GATEWAY_PORT,
+                                "resilience4j_circuitbreaker_calls_seconds_count",
+                                name="gateway:product-a", kind="failed")
+            check(failed == failed0, "round %d: the breaker counted %d failed calls"
+                  % (rnd, failed - failed0))
+            check(alive(pid_of("product-a")) and alive(pid_of("gateway")),
+                  "round %d: product-a or the gateway is gone" % rnd)
+    finally:
+        p = pid_of("product-a")
+        if p:
+            os.kill(p, signal.SIGCONT)
+        stack.shop("stop", "product-a")
+        for name in ("product-a", "product-b"):
+            stack.shop("start", name)
+    ok = wait_for(lambda: stack.api("GET", "/products?page_size=1").status == 200, 20, 0.25)
+    check(ok is not None, "GET /products did not work again after the case")
+    return "rounds " + " | ".join(notes)
+
+
 CASES = [
     test_storm_300_sign_ins_three_rounds,
     test_storm_250_sign_ups_three_rounds,
@@ -272,4 +403,5 @@ CASES = [
 
 FAULT_CASES = [
     test_storm_150_orders_with_both_product_instances_hung,
+    test_storm_products_shed_by_the_gateway_and_by_product_a,
 ]

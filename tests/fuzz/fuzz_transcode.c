@@ -79,7 +79,8 @@ static void message_to_json(const ProtobufCMessageDescriptor *d, const uint8_t *
 		abort(); /* only out of memory may fail, and the fuzzer has memory */
 	/* The direct writer must print exactly what cJSON prints of the tree. */
 	tree = gw_message_to_json(m);
-	if (tree == NULL || (want = cJSON_PrintUnformatted(tree)) == NULL || strcmp(text, want) != 0)
+	if (tree == NULL || (want = cJSON_PrintUnformatted(tree)) == NULL ||
+	    strcmp(text, want) != 0)
 		abort();
 	free(want);
 	cJSON_Delete(tree);

@@ -134,7 +134,7 @@ static void test_product_list_pages_by_id(void)
 		resp = call("/shop.v1.ProductService/ListProducts", &req.base);
 		CU_ASSERT_EQUAL_FATAL(resp->code, 0);
 		page = shop__v1__list_products_response__unpack(NULL, resp->payload.len,
-								 resp->payload.data);
+								resp->payload.data);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(page);
 		CU_ASSERT(page->n_products <= 2);
 		for (size_t i = 0; i < page->n_products; i++) {
@@ -216,13 +216,13 @@ static void test_product_page_token_round_trip(void)
 int main(void)
 {
 	static const shop_test tests[] = {
-		{"create round trip", test_product_create_round_trip},
-		{"create rejects bad fields", test_product_create_rejects_bad_fields},
-		{"SQL text is stored literally", test_product_sql_text_is_stored_literally},
-		{"list pages by id", test_product_list_pages_by_id},
-		{"list rejects bad paging", test_product_list_rejects_bad_paging},
-		{"get many lists missing ids once", test_product_get_many_lists_missing_ids_once},
-		{"page token round trip", test_product_page_token_round_trip},
+	    {"create round trip", test_product_create_round_trip},
+	    {"create rejects bad fields", test_product_create_rejects_bad_fields},
+	    {"SQL text is stored literally", test_product_sql_text_is_stored_literally},
+	    {"list pages by id", test_product_list_pages_by_id},
+	    {"list rejects bad paging", test_product_list_rejects_bad_paging},
+	    {"get many lists missing ids once", test_product_get_many_lists_missing_ids_once},
+	    {"page token round trip", test_product_page_token_round_trip},
 	};
 	int status;
 

@@ -88,23 +88,31 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Advertises instance name of service at url, healthy, started now. */
+static int advertise_as(const char *service, const char *name, const char *url, uint32_t weight,
+			shop_advertiser **adv)
+{
+	shop_instance self;
+
+	memset(&self, 0, sizeof(self));
+	snprintf(self.service, sizeof(self.service), "%s", service);
+	snprintf(self.instance, sizeof(self.instance), "%s", name);
+	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", url);
+	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
+	self.weight = weight;
+	self.healthy = true;
+	self.started_unix_ms = shop_now_unix_ms();
+	return shop_advertiser_create(adv, survey_url, &self);
+}
+
 static int inst_start(inst *in)
 {
 	shop_rpc_server_config cfg = {
 	    .url = in->url, .workers = 4, .methods = methods, .n_methods = 1, .app = in};
-	shop_instance self;
 
-	memset(&self, 0, sizeof(self));
-	snprintf(self.service, sizeof(self.service), "product");
-	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
-	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-	self.weight = in->weight;
-	self.healthy = true;
-	self.started_unix_ms = shop_now_unix_ms();
 	if (shop_rpc_server_create(&in->server, &cfg) != 0)
 		return -1;
-	return shop_advertiser_create(&in->adv, survey_url, &self);
+	return advertise_as("product", in->name, in->url, in->weight, &in->adv);
 }
 
 static void inst_stop(inst *in)
@@ -405,9 +413,15 @@ static void test_upstream_dependency_failed_keeps_breaker_closed(void)
 	CU_ASSERT_EQUAL(calls_of("b", "failure") - fail0, 0);
 }
 
-/* A shed call (RESOURCE_EXHAUSTED) is no failure either. */
+static shop_breaker_stats stats_of(const char *name);
+
+/* A shed call (RESOURCE_EXHAUSTED) is no failure either, nor a success:
+ * the breaker records nothing (shop_breaker_release), and the calls count
+ * as outcome "shed". */
 static void test_upstream_shed_calls_keep_breaker_closed(void)
 {
+	shop_breaker_stats a0 = stats_of("a"), b0 = stats_of("b"), a1, b1;
+	double shed0 = calls_of("a", "shed") + calls_of("b", "shed");
 	char who[64];
 	int code;
 
@@ -419,6 +433,237 @@ static void test_upstream_shed_calls_keep_breaker_closed(void)
 	A.code = B.code = 0;
 	CU_ASSERT_EQUAL(breaker_of("a"), SHOP_BREAKER_CLOSED);
 	CU_ASSERT_EQUAL(breaker_of("b"), SHOP_BREAKER_CLOSED);
+	a1 = stats_of("a");
+	b1 = stats_of("b");
+	CU_ASSERT_EQUAL(a1.successful + b1.successful, a0.successful + b0.successful);
+	CU_ASSERT_EQUAL(a1.failed + b1.failed, a0.failed + b0.failed);
+	CU_ASSERT_EQUAL(calls_of("a", "shed") + calls_of("b", "shed") - shed0, 60);
+}
+
+/* ---- the caller's own bound: calls beyond its queue are shed at once ---- */
+
+/* Instance "q1" of service "queued": a server whose handler holds every
+ * call until the test opens its gate. */
+static struct held {
+	char url[64];
+	atomic_bool open;
+	shop_rpc_server *server;
+	shop_advertiser *adv;
+} Q;
+
+static void held_handler(void *app, shop_rpc_call *call, const ProtobufCMessage *req,
+			 shop_rpc_reply *reply)
+{
+	Shop__V1__ListProductsResponse resp = SHOP__V1__LIST_PRODUCTS_RESPONSE__INIT;
+
+	(void)app;
+	(void)call;
+	(void)req;
+	for (int i = 0; i < 5000 && !atomic_load(&Q.open); i++)
+		sleep_ms(1);
+	resp.next_page_token = "q1";
+	shop_rpc_reply_ok(reply, &resp.base);
+}
+
+static const shop_rpc_method held_methods[] = {
+    {METHOD, &shop__v1__list_products_request__descriptor, held_handler, SHOP_RPC_BLOCKING},
+};
+
+/* Starts q1 and waits until the view lists it. */
+static int held_start(void)
+{
+	shop_rpc_server_config cfg = {
+	    .url = Q.url, .workers = 40, .methods = held_methods, .n_methods = 1, .app = NULL};
+	shop_instance tmp[2];
+
+	snprintf(Q.url, sizeof(Q.url), "tcp://127.0.0.1:%u", probe_free_port());
+	if (shop_rpc_server_create(&Q.server, &cfg) != 0 ||
+	    advertise_as("queued", "q1", Q.url, 100, &Q.adv) != 0)
+		return -1;
+	for (int i = 0; i < 300; i++) {
+		if (shop_registry_view_get(view, "queued", true, tmp, 2) == 1)
+			return 0;
+		sleep_ms(10);
+	}
+	return -1;
+}
+
+static void held_stop(void)
+{
+	shop_advertiser_destroy(Q.adv);
+	Q.adv = NULL;
+	shop_rpc_server_destroy(Q.server, 0);
+	Q.server = NULL;
+}
+
+struct held_calls {
+	atomic_int done, ok;
+};
+
+/* Counts an answer OK in *ok and frees it. */
+static void count_answer(atomic_int *ok, int rv, Shop__V1__RpcResponse *resp)
+{
+	if (rv == 0 && resp->code == 0)
+		atomic_fetch_add(ok, 1);
+	if (resp != NULL)
+		shop__v1__rpc_response__free_unpacked(resp, NULL);
+}
+
+static void held_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
+{
+	struct held_calls *h = arg;
+
+	(void)instance;
+	count_answer(&h->ok, rv, resp);
+	atomic_fetch_add(&h->done, 1);
+}
+
+static double calls_of_service(const char *service, const char *instance, const char *outcome)
+{
+	shop_metric_family *f = shop_metrics_counter(
+	    shop_metrics_default(), "shop_rpc_client_calls_total", "", "service,instance,outcome");
+
+	return shop_metric_value(SHOP_METRIC(f, service, instance, outcome));
+}
+
+struct find_named {
+	shop_breaker_stats s;
+	int found;
+};
+
+static void named_cb(void *arg, shop_breaker *b, const char *instance)
+{
+	struct find_named *f = arg;
+
+	if (strcmp(instance, "q1") == 0) {
+		shop_breaker_stats_get(b, shop_now_mono_us(), &f->s);
+		f->found = 1;
+	}
+}
+
+/* An upstream whose queue per instance is 4: 40 calls at once to an
+ * instance that holds them: 32 are sent (the pool), 4 wait, and the other 4
+ * are refused at once with NNG_EAGAIN, counted as "overloaded" and on no
+ * breaker; once the instance answers, all 36 accepted calls succeed, and
+ * its breaker is closed with 36 successes and nothing else. With the old
+ * bound (4,096 waiting) all 40 were accepted and waited. */
+static void test_upstream_caller_queue_full_sheds_at_once(void)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	struct held_calls h = {0};
+	struct find_named f = {0};
+	shop_upstream *u = NULL;
+	double over0 = calls_of_service("queued", "", "overloaded");
+	int accepted = 0, refused = 0, other = 0;
+	int64_t worst_us = 0;
+
+	atomic_store(&Q.open, false);
+	CU_ASSERT_FATAL(held_start() == 0);
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "cq") == 0);
+	shop_upstream_set_queue(u, 4);
+	for (int i = 0; i < 40; i++) {
+		shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 5000};
+		int64_t t0 = shop_now_mono_us();
+		int rv = shop_upstream_call(u, "queued", METHOD, &req.base, &o, held_done, &h);
+		int64_t took = shop_now_mono_us() - t0;
+
+		if (rv == 0) {
+			accepted++;
+		} else if (rv == NNG_EAGAIN) {
+			refused++;
+			worst_us = took > worst_us ? took : worst_us;
+		} else {
+			other++;
+		}
+	}
+	printf("\n    40 calls, queue 4: %d accepted, %d shed (slowest refusal %lld us)\n",
+	       accepted, refused, (long long)worst_us);
+	CU_ASSERT_EQUAL(accepted, 36);
+	CU_ASSERT_EQUAL(refused, 4);
+	CU_ASSERT_EQUAL(other, 0);
+	CU_ASSERT(worst_us < 50000);
+	CU_ASSERT_EQUAL(calls_of_service("queued", "", "overloaded") - over0, 4);
+	shop_upstream_foreach_breaker(u, named_cb, &f);
+	CU_ASSERT_EQUAL(f.found, 1);
+	CU_ASSERT_EQUAL(f.s.state, SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(f.s.failed, 0);
+	CU_ASSERT_EQUAL(f.s.not_permitted, 0);
+	atomic_store(&Q.open, true);
+	for (int i = 0; i < 500 && atomic_load(&h.done) < accepted; i++)
+		sleep_ms(10);
+	CU_ASSERT_EQUAL(atomic_load(&h.done), accepted);
+	CU_ASSERT_EQUAL(atomic_load(&h.ok), accepted);
+	shop_upstream_foreach_breaker(u, named_cb, &f);
+	CU_ASSERT_EQUAL(f.s.state, SHOP_BREAKER_CLOSED);
+	CU_ASSERT_EQUAL(f.s.successful, 36);
+	CU_ASSERT_EQUAL(f.s.failed, 0);
+	shop_upstream_destroy(u);
+	held_stop();
+}
+
+struct chains {
+	shop_upstream *u;
+	atomic_int left, busy, ok, done;
+};
+
+static void chain_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance);
+
+/* One more call of the chain, from the test or from the last one's done. */
+static void chain_next(struct chains *c)
+{
+	Shop__V1__ListProductsRequest req = SHOP__V1__LIST_PRODUCTS_REQUEST__INIT;
+	shop_rpc_call_opts o = {.deadline_unix_ms = shop_now_unix_ms() + 5000};
+	int rv;
+
+	if (atomic_fetch_sub(&c->left, 1) <= 0) {
+		atomic_fetch_add(&c->done, 1);
+		return;
+	}
+	if ((rv = shop_upstream_call(c->u, "queued", METHOD, &req.base, &o, chain_done, c)) != 0) {
+		if (rv == NNG_EAGAIN)
+			atomic_fetch_add(&c->busy, 1);
+		atomic_fetch_add(&c->done, 1);
+	}
+}
+
+static void chain_done(void *arg, int rv, Shop__V1__RpcResponse *resp, const char *instance)
+{
+	struct chains *c = arg;
+
+	(void)instance;
+	count_answer(&c->ok, rv, resp);
+	chain_next(c);
+}
+
+/* 32 chains of calls, each call made from the done of the one before (as
+ * the gateway's client sends its next request when it has its answer),
+ * with no queue (SHOP_RPC_CALLER_QUEUE 0): each instance connection has 32
+ * contexts, so 32 chains always fit. A call leaves the bound before its
+ * done runs, so none of the 20,000 calls is shed; counted after its done
+ * (its context is freed then), the next call of a chain found all 32
+ * contexts taken and was shed. */
+static void test_upstream_call_from_done_finds_its_place(void)
+{
+	struct chains c = {0};
+	shop_upstream *u = NULL;
+
+	atomic_store(&Q.open, true);
+	CU_ASSERT_FATAL(held_start() == 0);
+	CU_ASSERT_FATAL(shop_upstream_create(&u, view, "chain") == 0);
+	shop_upstream_set_queue(u, 0);
+	c.u = u;
+	atomic_store(&c.left, 20000);
+	for (int i = 0; i < 32; i++)
+		chain_next(&c);
+	for (int i = 0; i < 3000 && atomic_load(&c.done) < 32; i++)
+		sleep_ms(10);
+	printf("\n    32 chains, no queue: %d calls answered OK, %d shed\n", atomic_load(&c.ok),
+	       atomic_load(&c.busy));
+	CU_ASSERT_EQUAL(atomic_load(&c.done), 32);
+	CU_ASSERT_EQUAL(atomic_load(&c.busy), 0);
+	CU_ASSERT_EQUAL(atomic_load(&c.ok), 20000);
+	shop_upstream_destroy(u);
+	held_stop();
 }
 
 static void test_upstream_unavailable_opens_breaker(void)
@@ -610,17 +855,7 @@ static void test_upstream_late_answers_never_reach_another_call(void)
 /* advertises in as the test's instances do, with a new started_unix_ms */
 static int advertise(inst *in)
 {
-	shop_instance self;
-
-	memset(&self, 0, sizeof(self));
-	snprintf(self.service, sizeof(self.service), "product");
-	snprintf(self.instance, sizeof(self.instance), "%s", in->name);
-	snprintf(self.rpc_url, sizeof(self.rpc_url), "%s", in->url);
-	snprintf(self.admin_url, sizeof(self.admin_url), "http://127.0.0.1:1");
-	self.weight = in->weight;
-	self.healthy = true;
-	self.started_unix_ms = shop_now_unix_ms();
-	return shop_advertiser_create(&in->adv, survey_url, &self);
+	return advertise_as("product", in->name, in->url, in->weight, &in->adv);
 }
 
 /* A second upstream whose breakers wait 60 s when open: anything that
@@ -823,6 +1058,9 @@ int main(void)
 	    {"a dependency's failure keeps the breaker closed",
 	     test_upstream_dependency_failed_keeps_breaker_closed},
 	    {"shed calls keep the breaker closed", test_upstream_shed_calls_keep_breaker_closed},
+	    {"a caller's full queue sheds at once, on no breaker",
+	     test_upstream_caller_queue_full_sheds_at_once},
+	    {"a call made from done finds its place", test_upstream_call_from_done_finds_its_place},
 	    {"UNAVAILABLE opens the breaker, trials close it",
 	     test_upstream_unavailable_opens_breaker},
 	    {"a closed pipe trips, idempotent calls retry elsewhere",

@@ -52,9 +52,8 @@ static void test_balancer_renormalises(void)
 	CU_ASSERT(count[0] > 24000 && count[0] < 26000);
 }
 
-SHOP_TEST_MAIN("balancer",
-	{"nothing to pick", test_balancer_none_to_pick},
-	{"zero weight never picked", test_balancer_zero_weight_never_picked},
-	{"edges of the random range", test_balancer_edges_of_the_range},
-	{"70:30 statistics", test_balancer_weights_70_30},
-	{"re-normalises over the rest", test_balancer_renormalises})
+SHOP_TEST_MAIN("balancer", {"nothing to pick", test_balancer_none_to_pick},
+	       {"zero weight never picked", test_balancer_zero_weight_never_picked},
+	       {"edges of the random range", test_balancer_edges_of_the_range},
+	       {"70:30 statistics", test_balancer_weights_70_30},
+	       {"re-normalises over the rest", test_balancer_renormalises})

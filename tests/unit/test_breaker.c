@@ -245,6 +245,39 @@ static void test_breaker_retry_now_leaves_closed_and_half_open(void)
 	shop_breaker_destroy(b);
 }
 
+/* A released call (shed: no outcome) counts neither way: closed, a window
+ * of released calls never opens it and totals stay 0; half-open, the trial
+ * slot comes back, and the breaker closes only on three real successes. */
+static void test_breaker_release_counts_nothing(void)
+{
+	shop_breaker *b = make();
+	shop_breaker_stats s;
+
+	for (int i = 0; i < 100; i++) {
+		CU_ASSERT_TRUE(shop_breaker_admit(b, 0));
+		shop_breaker_release(b);
+	}
+	calls(b, 9, false, 0); /* 9 failures: below min_calls, as if alone */
+	CU_ASSERT_EQUAL(state(b, 0), SHOP_BREAKER_CLOSED);
+	shop_breaker_stats_get(b, 0, &s);
+	CU_ASSERT_EQUAL(s.successful, 0);
+	CU_ASSERT_EQUAL(s.failed, 9);
+	CU_ASSERT_EQUAL(s.failure_rate_pct, -1);
+	calls(b, 1, false, 0);
+	CU_ASSERT_EQUAL(state(b, 0), SHOP_BREAKER_OPEN);
+	/* Half-open: three trials out, all released; three more are admitted. */
+	CU_ASSERT_EQUAL(state(b, 5 * SEC), SHOP_BREAKER_HALF_OPEN);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_TRUE(shop_breaker_admit(b, 5 * SEC));
+	CU_ASSERT_FALSE(shop_breaker_admit(b, 5 * SEC));
+	for (int i = 0; i < 3; i++)
+		shop_breaker_release(b);
+	CU_ASSERT_EQUAL(state(b, 5 * SEC), SHOP_BREAKER_HALF_OPEN);
+	calls(b, 3, true, 5 * SEC);
+	CU_ASSERT_EQUAL(state(b, 5 * SEC), SHOP_BREAKER_CLOSED);
+	shop_breaker_destroy(b);
+}
+
 static void test_breaker_totals(void)
 {
 	shop_breaker *b = make();
@@ -288,4 +321,5 @@ SHOP_TEST_MAIN(
     {"retry_now half-opens an open breaker", test_breaker_retry_now_half_opens_an_open_breaker},
     {"retry_now trials are fresh", test_breaker_retry_now_trials_are_fresh},
     {"retry_now leaves closed and half-open", test_breaker_retry_now_leaves_closed_and_half_open},
+    {"release counts nothing", test_breaker_release_counts_nothing},
     {"totals", test_breaker_totals}, {"rejects bad config", test_breaker_rejects_bad_config})

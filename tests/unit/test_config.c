@@ -18,8 +18,8 @@ static void test_config_int_default_when_unset(void)
 
 static void test_config_int_rejects_junk_and_names_variable(void)
 {
-	static const char *const bad[] = {"abc", "12x", " 5", "+5", "999999999999999999999", "0",
-					  "257", "5.0"};
+	static const char *const bad[] = {"abc", "12x", " 5", "+5", "999999999999999999999",
+					  "0",   "257", "5.0"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		shop_env e;
 		setenv("SHOP_T_INT", bad[i], 1);
@@ -141,13 +141,12 @@ static void test_config_required_string(void)
 	CU_ASSERT_NOT_EQUAL(shop_env_check(&e), 0);
 }
 
-SHOP_TEST_MAIN("config",
-	{"int default when unset", test_config_int_default_when_unset},
-	{"int rejects junk, names the variable", test_config_int_rejects_junk_and_names_variable},
-	{"int accepts its range", test_config_int_accepts_range},
-	{"keeps the first error", test_config_keeps_first_error},
-	{"nng url", test_config_nng_url},
-	{"log level", test_config_log_level},
-	{"host:port", test_config_hostport},
-	{"short secret is refused, not echoed", test_config_secret_too_short_is_not_echoed},
-	{"required string", test_config_required_string})
+SHOP_TEST_MAIN("config", {"int default when unset", test_config_int_default_when_unset},
+	       {"int rejects junk, names the variable",
+		test_config_int_rejects_junk_and_names_variable},
+	       {"int accepts its range", test_config_int_accepts_range},
+	       {"keeps the first error", test_config_keeps_first_error},
+	       {"nng url", test_config_nng_url}, {"log level", test_config_log_level},
+	       {"host:port", test_config_hostport},
+	       {"short secret is refused, not echoed", test_config_secret_too_short_is_not_echoed},
+	       {"required string", test_config_required_string})

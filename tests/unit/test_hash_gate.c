@@ -207,6 +207,45 @@ static void test_hash_gate_estimate_follows_the_measures(void)
 	auth_hash_gate_destroy(g);
 }
 
+/* auth_hash_gate_check gives what run would, without taking a place:
+ * free gate: admitted, and checking it any number of times admits no one;
+ * a client at its share (2 of 2 running): CLIENT_BUSY for it, admitted for
+ * another; gate full: OVERLOADED; a deadline too near: OVERLOADED; each
+ * refusal with a Retry-After. */
+static void test_hash_gate_check_answers_as_run_would(void)
+{
+	auth_hash_gate *g = gate(2, 3, 2, 50000);
+	int64_t far = shop_now_unix_ms() + 10000;
+	struct job j[3];
+	int retry = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+	for (int i = 0; i < 100; i++)
+		CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.1", far, &retry), AUTH_GATE_RAN);
+	job_start(&j[0], g, "10.0.0.1", far, 200);
+	job_start(&j[1], g, "10.0.0.1", far, 200);
+	usleep(50000);
+	CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.1", far, &retry), AUTH_GATE_CLIENT_BUSY);
+	CU_ASSERT(retry >= 1);
+	CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.2", far, &retry), AUTH_GATE_RAN);
+	/* 50 ms a hash, two running: one more would end ~100 ms from now. */
+	retry = 0;
+	CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.2", shop_now_unix_ms() + 60, &retry),
+			AUTH_GATE_OVERLOADED);
+	CU_ASSERT(retry >= 1);
+	job_start(&j[2], g, "10.0.0.3", far, 200);
+	usleep(50000);
+	retry = 0;
+	CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.4", far, &retry), AUTH_GATE_OVERLOADED);
+	CU_ASSERT(retry >= 1);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(j[i].thr, NULL);
+		CU_ASSERT_EQUAL(j[i].res, AUTH_GATE_RAN);
+	}
+	CU_ASSERT_EQUAL(auth_hash_gate_check(g, "10.0.0.1", far, &retry), AUTH_GATE_RAN);
+	auth_hash_gate_destroy(g);
+}
+
 static void test_hash_gate_refuses_a_bad_config(void)
 {
 	auth_hash_gate_config c = {.concurrency = 0, .max_admitted = 4};
@@ -254,4 +293,5 @@ SHOP_TEST_MAIN("hash_gate",
 	       {"estimate follows the measures", test_hash_gate_estimate_follows_the_measures},
 	       {"retry-after grows with the burst",
 		test_hash_gate_retry_after_grows_with_the_burst},
+	       {"check answers as run would", test_hash_gate_check_answers_as_run_would},
 	       {"refuses a bad config", test_hash_gate_refuses_a_bad_config})

@@ -16,7 +16,11 @@ static void test_text_trims_spaces(void)
 
 	CU_ASSERT_EQUAL(clean("  Keyboard \t\n", 1, 200, out), 0);
 	CU_ASSERT_STRING_EQUAL(out, "Keyboard");
-	CU_ASSERT_EQUAL(clean("\xe3\x80\x80" "키보드" "\xc2\xa0", 1, 200, out), 0); /* ideographic, nbsp */
+	CU_ASSERT_EQUAL(clean("\xe3\x80\x80"
+			      "키보드"
+			      "\xc2\xa0",
+			      1, 200, out),
+			0); /* ideographic, nbsp */
 	CU_ASSERT_STRING_EQUAL(out, "키보드");
 }
 
@@ -45,11 +49,17 @@ static void test_text_rejects_control_characters(void)
 {
 	char out[1024];
 
-	CU_ASSERT_EQUAL(clean("a\x01" "b", 1, 200, out), -1);
+	CU_ASSERT_EQUAL(clean("a\x01"
+			      "b",
+			      1, 200, out),
+			-1);
 	CU_ASSERT_EQUAL(clean("a\tb", 1, 200, out), -1);
 	CU_ASSERT_EQUAL(clean("a\nb", 1, 200, out), -1);
 	CU_ASSERT_EQUAL(clean("a\x7f", 1, 200, out), -1);
-	CU_ASSERT_EQUAL(clean("a\xc2\x85" "b", 1, 200, out), -1); /* NEL, C1 */
+	CU_ASSERT_EQUAL(clean("a\xc2\x85"
+			      "b",
+			      1, 200, out),
+			-1); /* NEL, C1 */
 	CU_ASSERT_EQUAL(clean("a b", 1, 200, out), 0);
 }
 
@@ -65,9 +75,8 @@ static void test_text_rejects_invalid_utf8(void)
 	CU_ASSERT_EQUAL(shop_utf8_count("h\xc3\xa9", 3), 2);
 }
 
-SHOP_TEST_MAIN("text",
-	{"trims spaces", test_text_trims_spaces},
-	{"counts characters, not bytes", test_text_counts_characters_not_bytes},
-	{"rejects empty and blank", test_text_rejects_empty_and_blank},
-	{"rejects control characters", test_text_rejects_control_characters},
-	{"rejects invalid UTF-8", test_text_rejects_invalid_utf8})
+SHOP_TEST_MAIN("text", {"trims spaces", test_text_trims_spaces},
+	       {"counts characters, not bytes", test_text_counts_characters_not_bytes},
+	       {"rejects empty and blank", test_text_rejects_empty_and_blank},
+	       {"rejects control characters", test_text_rejects_control_characters},
+	       {"rejects invalid UTF-8", test_text_rejects_invalid_utf8})

@@ -102,7 +102,7 @@ static void test_outcome_judges_the_instance(void)
 	} cases[] = {
 	    {0, SHOP_RPC_OK, 0, true, "ok"},
 	    {0, SHOP_RPC_NOT_FOUND, 0, true, "error"},
-	    {0, SHOP_RPC_RESOURCE_EXHAUSTED, 0, true, "error"},
+	    {0, SHOP_RPC_RESOURCE_EXHAUSTED, 0, true, "shed"},
 	    {0, SHOP_RPC_UNAVAILABLE, 0, false, "failure"}, /* its own, e.g. its database */
 	    {0, SHOP_RPC_INTERNAL, 0, false, "failure"},
 	    {0, SHOP_RPC_DEADLINE_EXCEEDED, 0, false, "failure"},
