@@ -281,6 +281,67 @@ def pss_kib(pid):
     return 0
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid):
+    """utime + stime of every thread of pid (also of threads that ended),
+    in clock ticks, from /proc/<pid>/stat; None when pid is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+
+
+def ctxt_switches(pid):
+    """Voluntary + nonvoluntary context switches summed over pid's live
+    threads (/proc/<pid>/status alone counts the main thread only)."""
+    total = 0
+    for path in glob.glob("/proc/%d/task/*/status" % pid):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+class ProcMeter:
+    """CPU µs and context switches per request of each named process over
+    one measurement: start() before it, stop(requests) after."""
+
+    def __init__(self, pids):
+        self.pids = {n: p for n, p in pids.items() if p}
+        self.before = {}
+
+    def _sample(self):
+        return {n: (cpu_ticks(p), ctxt_switches(p)) for n, p in self.pids.items()}
+
+    def start(self):
+        self.before = self._sample()
+
+    def stop(self, requests):
+        """{name: (µs per request, switches per request)}; a process that
+        was not running throughout is left out."""
+        after = self._sample()
+        out = {}
+        for n, (t1, c1) in after.items():
+            t0, c0 = self.before.get(n, (None, None))
+            if t0 is None or t1 is None or requests <= 0:
+                continue
+            out[n] = ((t1 - t0) * 1e6 / CLK_TCK / requests, (c1 - c0) / requests)
+        return out
+
+
+def shop_pids():
+    return {n: stack.pid_of(n) for n in INSTANCES}
+
+
 def varint(n):
     out = b""
     while True:
@@ -298,14 +359,19 @@ def user_of(token):
     return int(json.loads(base64.urlsafe_b64decode(payload))["sub"])
 
 
-def rpcbench(port, method, payload, user_id):
-    """One service method called straight over nng (bench/rpcbench), 64 in
-    flight: what the service serves without the gateway."""
+def bench_binary(name):
     build = os.environ.get("SHOP_BUILD") or os.path.join(ROOT, "build")
-    binary = os.path.join(build, "bench", "rpcbench")
-    if not os.access(binary, os.X_OK):
+    binary = os.path.join(build, "bench", name)
+    return binary if os.access(binary, os.X_OK) else None
+
+
+def rpcbench(url, method, payload, user_id):
+    """One method called straight over nng (bench/rpcbench), 64 in flight:
+    what a service (or the echo reference) serves without the gateway."""
+    binary = bench_binary("rpcbench")
+    if binary is None:
         return None
-    out = subprocess.run([binary, "tcp://127.0.0.1:%d" % port, method, payload.hex(), str(CONNS),
+    out = subprocess.run([binary, url, method, payload.hex(), str(CONNS),
                           str(SECONDS), str(user_id)], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=SECONDS + 60).stdout.decode()
     m = re.search(r"calls/s (\d+)\s+p50 (\d+) us\s+p99 (\d+) us\s+ok (\d+)\s+failed (\d+)", out)
@@ -313,6 +379,30 @@ def rpcbench(port, method, payload, user_id):
         return {"raw": out}
     return {"rps": float(m.group(1)), "p50_ms": int(m.group(2)) / 1000,
             "p99_ms": int(m.group(3)) / 1000, "ok": int(m.group(4)), "failed": int(m.group(5))}
+
+
+def echo_start():
+    """bench/nngecho: a plain nng REP server, 64 contexts answering from
+    their aio callbacks; returns (Popen, url) or (None, None)."""
+    binary = bench_binary("nngecho")
+    if binary is None:
+        return None, None
+    p = subprocess.Popen([binary, "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    m = re.match(r"listening (\S+)", p.stdout.readline().decode())
+    if not m:
+        echo_stop(p)
+        return None, None
+    return p, m.group(1)
+
+
+def echo_stop(p):
+    if p is not None:
+        p.stdin.close()  # its end
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def argon2_rate(seconds):
@@ -441,6 +531,8 @@ def main():
         ("POST /auth/sign-in", GW + "/auth/sign-in", "POST", None, sign_in),
     ]
     rows = []
+    costs = []  # (label, {process: (µs/req, switches/req)})
+    meter = ProcMeter(shop_pids())
     one = ref_one = None
     gw_order_state = None
     try:
@@ -460,7 +552,9 @@ def main():
                 wrk("http://127.0.0.1:%d/" % NGINX_FRONT, seconds=WARMUP, lua_dir=work)
                 wrk(url, method, tok, body, seconds=WARMUP, lua_dir=work, expect=expect)
             ref = wrk("http://127.0.0.1:%d/" % NGINX_FRONT, lua_dir=work)
+            meter.start()
             got = wrk(url, method, tok, body, lua_dir=work, expect=expect)
+            costs.append((label, meter.stop(got["requests"])))
             if label == FALLBACK:
                 # Its latency without 63 other connections queued ahead:
                 # at 64 connections p50 is about 64 / req/s whatever the path.
@@ -471,6 +565,7 @@ def main():
                 gw_order_state = gateway_breaker("order")
                 shop("start", "product-a")
                 shop("start", "product-b")
+                meter = ProcMeter(shop_pids())  # the product instances are new
             rows.append((label, got, ref))
         if WARMUP:
             wrk(GW + "/products?page_size=10", "GET", token, None, seconds=WARMUP, lua_dir=work)
@@ -486,8 +581,26 @@ def main():
         ("unknown method (nng + dispatch)", stack.RPC_PORTS["order"],
          "/shop.v1.OrderService/Bench", b"", uid, False),
     ]
-    direct_rows = [(label, rpcbench(port, m, payload, u), want_ok)
-                   for label, port, m, payload, u, want_ok in direct]
+    # Each round: the echo reference, then the service row, both from the
+    # same client, so that drift between rounds hits both alike.
+    echo, echo_url = echo_start()
+    direct_rows = []
+    meter = ProcMeter(dict(shop_pids(), nngecho=echo.pid if echo else None))
+    try:
+        for label, port, m, payload, u, want_ok in direct:
+            meter.start()
+            ref = rpcbench(echo_url, "/bench.Echo", payload, u) if echo_url else None
+            if ref and "rps" in ref and not direct_rows:
+                # What the reference itself costs, once.
+                costs.append(("  nngecho (reference)",
+                              meter.stop(ref["ok"] + ref["failed"])))
+            meter.start()
+            got = rpcbench("tcp://127.0.0.1:%d" % port, m, payload, u)
+            calls = (got or {}).get("ok", 0) + (got or {}).get("failed", 0)
+            costs.append(("  " + label, meter.stop(calls)))
+            direct_rows.append((label, got, want_ok, ref))
+    finally:
+        echo_stop(echo)
     argon2 = argon2_rate(1 if SMOKE else 3)
     tps, pg_out = pgbench_tps()
     rss = {n: rss_kib(stack.pid_of(n) or 0) for n in INSTANCES}
@@ -535,14 +648,33 @@ def main():
         "Argon2id verifies/s, %d threads" % THREADS,
         "%.0f" % argon2 if argon2 else "-", ok_signins))
     print("services alone over nng (bench/rpcbench, %d in flight, no gateway):" % CONNS)
-    for label, got, want_ok in direct_rows:
+    print("  %-32s %10s %9s %9s %7s %10s %7s" % ("method", "calls/s", "p50 ms", "p99 ms",
+                                                "failed", "echo c/s", "ratio"))
+    for label, got, want_ok, ref in direct_rows:
         if got is None or "rps" not in got:
             print("  %-32s failed: %s" % (label, (got or {}).get("raw", "no bench/rpcbench")[-200:]))
             continue
+        if ref is None or "rps" not in ref or ref["failed"]:
+            print("  %-32s failed: the echo reference: %s" % (
+                label, (ref or {}).get("raw", "no bench/nngecho")[-200:] if ref is None or
+                "rps" not in ref else "%d failed calls" % ref["failed"]))
+            continue
+        # UNIMPLEMENTED is the answer wanted of the unknown method.
         calls = got["rps"] if want_ok else (got["ok"] + got["failed"]) / SECONDS
-        print("  %-32s %10.0f calls/s  p50 %.2f ms  p99 %.2f ms%s" % (
-            label, calls, got["p50_ms"], got["p99_ms"],
-            "" if want_ok else "  (answered UNIMPLEMENTED: no handler runs)"))
+        failed = got["failed"] if want_ok else 0
+        print("  %-32s %10.0f %9.2f %9.2f %7d %10.0f %6.2fx%s" % (
+            label, calls, got["p50_ms"], got["p99_ms"], failed, ref["rps"],
+            calls / ref["rps"] if ref["rps"] else 0,
+            "" if want_ok else "  (UNIMPLEMENTED: no handler runs)"))
+    print("  (echo: bench/nngecho, a plain nng REP server, 64 contexts answering from their "
+          "callbacks, called by the same rpcbench just before each row)")
+    print("CPU µs / context switches per request, by process, during each row "
+          "(/proc/<pid>/stat utime+stime, /proc/<pid>/task/*/status):")
+    names = INSTANCES + ["nngecho"]
+    print("  %-34s" % "row" + "".join(" %13s" % n for n in names))
+    for label, cost in costs:
+        print("  %-34s" % label + "".join(
+            " %13s" % ("%.0f/%.1f" % cost[n] if n in cost else "-") for n in names))
     total = sum(rss.values())
     print("resident memory (RSS): " + ", ".join("%s %.1f MiB" % (n, k / 1024) for n, k in rss.items()) +
           "; sum %.1f MiB" % (total / 1024))

@@ -14,6 +14,7 @@
 
 #include <libwebsockets.h>
 
+#include "access_log.h"
 #include "clock.h"
 #include "fields.h"
 #include "framing.h"
@@ -23,6 +24,7 @@
 #include "problem.h"
 #include "product.pb-c.h"
 #include "router.h"
+#include "strbuf.h"
 #include "trace.h"
 #include "traceparent.h"
 #include "transcode.h"
@@ -32,6 +34,23 @@
 #define GW_WRITE_CHUNK 16384
 /* Longest page_token passed on (tokens are opaque but short). */
 #define GW_MAX_PAGE_TOKEN 1024
+/* A connection keeps its request body and answer buffers between requests
+ * up to these sizes (larger ones are freed after their request). */
+#define GW_KEEP_BODY   4096
+#define GW_KEEP_ANSWER 16384
+/* Bytes of a connection's arena for the upstream answer's unpacked message
+ * (an order, a page of products); a larger message spills to malloc. */
+#define GW_ARENA 4096
+
+/* What a route needs of its messages' fields, looked up by name once at
+ * start-up (route_fields_init) instead of at every request. */
+struct route_fields {
+	const ProtobufCFieldDescriptor *id;             /* route->id_field */
+	const ProtobufCFieldDescriptor *page_token;     /* list_query */
+	const ProtobufCFieldDescriptor *client_address; /* client_address */
+	const ProtobufCFieldDescriptor *idempotency_key;
+	const ProtobufCFieldDescriptor *resp_id; /* the answer's "id", for Location */
+};
 
 struct gw_http {
 	gw_http_config cfg;
@@ -41,6 +60,11 @@ struct gw_http {
 	shop_registry_view *view;
 	shop_upstream *up;
 	gw_metrics *metrics;
+	gw_access_log *alog;             /* lws thread only */
+	lws_sorted_usec_list_t alog_sul; /* its flush timer, while armed */
+	const gw_route *routes;          /* gw_routes(), and per route: */
+	struct route_fields *fields;
+	size_t n_routes;
 	struct lws_protocols protocols[2];
 	unsigned char wbuf[LWS_PRE + GW_WRITE_CHUNK]; /* lws thread only */
 	/* A copy of one field value or query part (lws thread only): lws
@@ -55,7 +79,8 @@ enum req_state {
 	REQ_WRITING, /* headers written; body going out */
 };
 
-/* One HTTP request: owns all it allocates, freed by req_free. */
+/* One HTTP request: owns all it allocates, released by req_end; lives in
+ * its connection's gw_pss (slot). */
 typedef struct gw_req {
 	gw_http *srv;
 	struct lws *wsi;
@@ -66,11 +91,10 @@ typedef struct gw_req {
 	int64_t path_id;
 	gw_lang lang;
 	gw_trace trace;
-	shop_span span; /* the SERVER span of a proxied request, when span_open */
-	bool span_open;
+	bool span_open; /* the connection's span is this request's SERVER span */
 	int64_t start_us;
-	char *body;
-	size_t body_len;
+	char *body; /* the connection's buffer, body_cap bytes */
+	size_t body_len, body_cap;
 	bool answered_early; /* an error answer went out before the body ended */
 	/* framing (RFC 9112 §6), decided from the headers */
 	bool has_length;
@@ -85,7 +109,8 @@ typedef struct gw_req {
 	/* the answer */
 	int status;
 	const char *content_type;
-	char *out; /* malloc'd, out_len bytes */
+	char *out; /* out_len bytes: malloc'd, or the connection's answer buffer */
+	bool out_borrowed;
 	size_t out_len, out_off;
 	bool close_after; /* unread body may follow: close, no keep-alive */
 	char served_by[64];
@@ -97,10 +122,47 @@ typedef struct gw_req {
 	int64_t caller_user_id;       /* from the verified token; 0 on open routes */
 } gw_req;
 
-/* What lws keeps per connection: the request in progress, if any. */
+/* Per connection: the request in progress, if any, and the buffers its
+ * requests reuse. lws 4.1.6 frees its own user space and allocates a new
+ * one at every request (lws_http_action and lws_http_transaction_completed
+ * bind the protocol anew), so the gateway allocates this once per
+ * connection at the first bind and hands it to lws (lws_set_wsi_user),
+ * which then keeps it across binds; it is freed at LWS_CALLBACK_WSI_DESTROY. */
 typedef struct gw_pss {
-	gw_req *req;
+	bool ours;   /* false in lws's own (zeroed) user space */
+	gw_req *req; /* &slot while a request is in progress, else NULL */
+	gw_req slot;
+	shop_buf answer; /* JSON answers, reused */
+	shop_span *span; /* allocated at the first traced request */
+	/* The arena the answer's message is unpacked into (arena_alloc),
+	 * emptied at each answer; max_align_t keeps every piece aligned. */
+	size_t arena_used;
+	max_align_t arena[GW_ARENA / sizeof(max_align_t)];
 } gw_pss;
+
+/* protobuf-c's allocator over a connection's arena: pieces are carved one
+ * after the other and never freed one by one; what does not fit is
+ * malloc'd and freed as usual. */
+static void *arena_alloc(void *data, size_t size)
+{
+	gw_pss *pss = data;
+	size_t need = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t);
+	size_t have = sizeof(pss->arena) / sizeof(max_align_t) - pss->arena_used;
+
+	if (need > have)
+		return malloc(size);
+	pss->arena_used += need;
+	return &pss->arena[pss->arena_used - need];
+}
+
+static void arena_free(void *data, void *p)
+{
+	gw_pss *pss = data;
+
+	if (p != NULL && ((char *)p < (char *)pss->arena ||
+			  (char *)p >= (char *)pss->arena + sizeof(pss->arena)))
+		free(p);
+}
 
 /* Trace and span ids need only be unlikely to collide, not secret
  * (W3C Trace Context §3.2.2.3): xoshiro256** seeded once from getrandom,
@@ -149,23 +211,58 @@ static void random_ids(uint64_t *a, uint64_t *b, uint64_t *c)
 	*a = rng_next(), *b = rng_next(), *c = rng_next();
 }
 
-static void req_free(gw_req *r)
+/* Ends r's request (NULL: none): everything it holds is released but the
+ * connection's small body buffer, kept for the next request. */
+static void req_end(gw_req *r)
 {
+	char *body;
+	size_t cap;
+
 	if (r == NULL)
 		return;
 	if (r->limit_armed)
 		lws_sul_cancel(&r->limit);
 	gw_bridge_job_abandon(r->srv->bridge, r->job);
-	free(r->body);
-	free(r->out);
-	free(r);
+	if (!r->out_borrowed) {
+		free(r->out);
+	} else {
+		shop_buf *ans = &lws_container_of(r, gw_pss, slot)->answer;
+
+		if (ans->cap > GW_KEEP_ANSWER) {
+			free(ans->p);
+			*ans = (shop_buf){0};
+		}
+	}
+	body = r->body;
+	cap = r->body_cap;
+	if (cap > GW_KEEP_BODY) {
+		free(body);
+		body = NULL;
+		cap = 0;
+	}
+	memset(r, 0, sizeof(*r));
+	r->body = body;
+	r->body_cap = cap;
+}
+
+/* The connection is going away: its request, then its buffers. */
+static void conn_free(gw_pss *pss)
+{
+	req_end(pss->req);
+	pss->req = NULL;
+	free(pss->slot.body);
+	free(pss->answer.p);
+	free(pss->span);
+	free(pss);
 }
 
 /* ---- building answers ------------------------------------------------------ */
 
 static void set_answer(gw_req *r, int status, const char *content_type, char *body, size_t len)
 {
-	free(r->out);
+	if (!r->out_borrowed)
+		free(r->out);
+	r->out_borrowed = false;
 	r->status = status;
 	r->content_type = content_type;
 	r->out = body;
@@ -197,6 +294,44 @@ static void answer_kind(gw_req *r, enum gw_problem_kind kind, const char *arg)
 
 	gw_problem_make(&p, kind, r->lang, arg);
 	answer_problem(r, &p);
+}
+
+/* The fields of r's route, looked up at start-up. */
+static const struct route_fields *fields_of(const gw_req *r)
+{
+	return &r->srv->fields[r->route - r->srv->routes];
+}
+
+/* Looks up every route's fields by name once; a route whose message lacks
+ * one is logged here and answers 500 when asked (as a lookup per request
+ * did). Returns 0, or -1 when out of memory. */
+static int route_fields_init(gw_http *h)
+{
+	h->routes = gw_routes(&h->n_routes);
+	if ((h->fields = calloc(h->n_routes, sizeof(*h->fields))) == NULL)
+		return -1;
+	for (size_t i = 0; i < h->n_routes; i++) {
+		const gw_route *rt = &h->routes[i];
+		struct route_fields *f = &h->fields[i];
+
+		if (rt->kind != GW_ROUTE_PROXY)
+			continue;
+		f->id = gw_message_field(rt->req_desc, rt->id_field, PROTOBUF_C_TYPE_INT64);
+		f->page_token =
+		    gw_message_field(rt->req_desc, "page_token", PROTOBUF_C_TYPE_STRING);
+		f->client_address =
+		    gw_message_field(rt->req_desc, "client_address", PROTOBUF_C_TYPE_STRING);
+		f->idempotency_key =
+		    gw_message_field(rt->req_desc, "idempotency_key", PROTOBUF_C_TYPE_STRING);
+		f->resp_id = gw_message_field(rt->resp_desc, "id", PROTOBUF_C_TYPE_INT64);
+		if ((rt->id_field != NULL && f->id == NULL) ||
+		    (rt->list_query && f->page_token == NULL) ||
+		    (rt->client_address && f->client_address == NULL) ||
+		    (rt->idempotency_key && f->idempotency_key == NULL))
+			SHOP_LOG(ERROR, "route %s %s: request message has no expected field",
+				 rt->method, rt->pattern);
+	}
+	return 0;
 }
 
 /* ---- gateway-local routes --------------------------------------------------- */
@@ -264,7 +399,8 @@ static int read_list_query(gw_req *r, ProtobufCMessage *msg)
 				answer_kind(r, GW_P_BAD_PAGE_TOKEN, NULL);
 				return -1;
 			}
-			if (gw_message_set_string(msg, "page_token", frag + 11) != 0) {
+			if (gw_message_set_string_at(msg, fields_of(r)->page_token, frag + 11) !=
+			    0) {
 				answer_kind(r, GW_P_INTERNAL, NULL);
 				return -1;
 			}
@@ -303,7 +439,7 @@ static void start_call(gw_req *r)
 		}
 		rt->req_desc->message_init(msg);
 	}
-	if (rt->id_field != NULL && gw_message_set_int64(msg, rt->id_field, r->path_id) != 0)
+	if (rt->id_field != NULL && gw_message_set_int64_at(msg, fields_of(r)->id, r->path_id) != 0)
 		goto internal;
 	if (rt->list_query && read_list_query(r, msg) != 0)
 		goto out;
@@ -315,7 +451,7 @@ static void start_call(gw_req *r)
 		/* lws listens on a dual-stack socket: show IPv4 peers as IPv4. */
 		if (strncmp(peer, "::ffff:", 7) == 0 && strchr(peer + 7, '.') != NULL)
 			addr = peer + 7;
-		if (gw_message_set_string(msg, "client_address", addr) != 0)
+		if (gw_message_set_string_at(msg, fields_of(r)->client_address, addr) != 0)
 			goto internal;
 	}
 	if (rt->idempotency_key) {
@@ -329,7 +465,7 @@ static void start_call(gw_req *r)
 		if (len > 0 &&
 		    lws_hdr_custom_copy(r->wsi, key, sizeof(key), "idempotency-key:", 16) < 0)
 			key[0] = '\0';
-		if (gw_message_set_string(msg, "idempotency_key", key) != 0)
+		if (gw_message_set_string_at(msg, fields_of(r)->idempotency_key, key) != 0)
 			goto internal;
 	}
 	o = (shop_rpc_call_opts){
@@ -395,19 +531,26 @@ static void on_deliver(void *session, gw_job *job)
 				   resp->message);
 		answer_problem(r, &p);
 	} else {
-		ProtobufCMessage *m = protobuf_c_message_unpack(
-		    rt->resp_desc, NULL, resp->payload.len, resp->payload.data);
-		char *text = m != NULL ? gw_message_to_json_text(m) : NULL;
+		gw_pss *pss = lws_container_of(r, gw_pss, slot);
+		ProtobufCAllocator arena = {arena_alloc, arena_free, pss};
+		ProtobufCMessage *m;
+		/* Written into the connection's answer buffer, kept between
+		 * its requests. */
+		shop_buf *ans = &pss->answer;
 		int64_t id;
 		const char *cache;
 
-		if (text == NULL) {
+		pss->arena_used = 0;
+		m = protobuf_c_message_unpack(rt->resp_desc, &arena, resp->payload.len,
+					      resp->payload.data);
+		if (m == NULL || gw_message_to_json_buf(m, ans) != 0) {
 			SHOP_LOG_T(ERROR, r->trace.trace_id, "upstream %s %s: reply payload %s",
 				   rt->service, rt->rpc_method,
 				   m == NULL ? "does not parse" : "out of memory");
 			answer_kind(r, GW_P_INTERNAL, NULL);
 		} else {
-			if (rt->location != NULL && gw_message_get_int64(m, "id", &id) == 0)
+			if (rt->location != NULL &&
+			    gw_message_get_int64_at(m, fields_of(r)->resp_id, &id) == 0)
 				snprintf(r->location, sizeof(r->location), "%s%" PRId64,
 					 rt->location, id);
 			if (rt->cache_header &&
@@ -415,9 +558,10 @@ static void on_deliver(void *session, gw_job *job)
 			    (strcmp(cache, "HIT") == 0 || strcmp(cache, "MISS") == 0 ||
 			     strcmp(cache, "BYPASS") == 0))
 				snprintf(r->x_cache, sizeof(r->x_cache), "%s", cache);
-			set_answer(r, rt->success_status, "application/json", text, strlen(text));
+			set_answer(r, rt->success_status, "application/json", ans->p, ans->len);
+			r->out_borrowed = true;
 		}
-		protobuf_c_message_free_unpacked(m, NULL);
+		protobuf_c_message_free_unpacked(m, &arena);
 	}
 	gw_bridge_job_free(job);
 }
@@ -469,6 +613,49 @@ static const char *const read_unknown[] = {"traceparent:", "idempotency-key:"};
 /* Framing and routing fields whose name might come with whitespace before
  * the colon, which lws then stores as an unknown field. */
 static const char *const framing_names[] = {"content-length", "transfer-encoding", "host"};
+#define N_FRAMING (sizeof(framing_names) / sizeof(framing_names[0]))
+
+/* What read_fields looks at, derived once (field_tables_init) from lws's
+ * token table and the names above: the field tokens with their name
+ * lengths, and every spaced spelling of the framing names. */
+static struct {
+	int tok;
+	size_t name_len; /* without the colon */
+	bool host;
+} field_tokens[_WSI_TOKEN_CLIENT_SENT_PROTOCOLS];
+static size_t n_field_tokens;
+static struct {
+	const char *name; /* framing_names[i] */
+	char spaced[32];
+	int len;
+} spaced_names[N_FRAMING * GW_FIELD_NAME_SPACED_COUNT];
+static size_t n_spaced_names;
+
+static void field_tables_init(void)
+{
+	n_field_tokens = n_spaced_names = 0;
+	for (int tok = 0; tok < (int)_WSI_TOKEN_CLIENT_SENT_PROTOCOLS; tok++) {
+		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+
+		if (request_line_token(tok) || name == NULL || name[0] == '\0')
+			continue;
+		field_tokens[n_field_tokens].tok = tok;
+		field_tokens[n_field_tokens].name_len = strlen(name) - 1;
+		field_tokens[n_field_tokens].host = tok == WSI_TOKEN_HOST;
+		n_field_tokens++;
+	}
+	for (size_t i = 0; i < N_FRAMING; i++)
+		for (unsigned v = 0; v < GW_FIELD_NAME_SPACED_COUNT; v++) {
+			int nlen = gw_field_name_spaced(framing_names[i], v,
+							spaced_names[n_spaced_names].spaced,
+							sizeof(spaced_names[0].spaced));
+
+			if (nlen > 0) {
+				spaced_names[n_spaced_names].name = framing_names[i];
+				spaced_names[n_spaced_names++].len = nlen;
+			}
+		}
+}
 
 /* Checks the field lines before anything reads them, and answers what it
  * refuses: a header section over GW_MAX_HEADER_SECTION (431); a NUL inside
@@ -487,21 +674,18 @@ static int read_fields(gw_req *r)
 	size_t section = 0;
 	int hosts = 0;
 
-	for (int tok = 0; tok < (int)_WSI_TOKEN_CLIENT_SENT_PROTOCOLS; tok++) {
-		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+	for (size_t t = 0; t < n_field_tokens; t++) {
+		enum lws_token_indexes tok = (enum lws_token_indexes)field_tokens[t].tok;
 
-		if (request_line_token(tok) || name == NULL || name[0] == '\0')
-			continue;
 		for (int i = 0;; i++) {
-			int n =
-			    lws_hdr_copy_fragment(wsi, buf, cap, (enum lws_token_indexes)tok, i);
+			int n = lws_hdr_copy_fragment(wsi, buf, cap, tok, i);
 
 			if (n < 0)
 				break;
-			section += gw_field_line_size(strlen(name) - 1, (size_t)n);
+			section += gw_field_line_size(field_tokens[t].name_len, (size_t)n);
 			if (memchr(buf, '\0', (size_t)n) != NULL && bad == NULL)
-				bad = name;
-			if (tok == WSI_TOKEN_HOST)
+				bad = (const char *)lws_token_to_string(tok);
+			if (field_tokens[t].host)
 				hosts++;
 		}
 	}
@@ -520,16 +704,9 @@ static int read_fields(gw_req *r)
 		answer_kind(r, GW_P_HEADERS_TOO_LARGE, NULL);
 		goto refused;
 	}
-	for (size_t i = 0; i < sizeof(framing_names) / sizeof(framing_names[0]) && bad == NULL; i++)
-		for (unsigned v = 0; v < GW_FIELD_NAME_SPACED_COUNT; v++) {
-			int nlen =
-			    gw_field_name_spaced(framing_names[i], v, spaced, sizeof(spaced));
-
-			if (nlen > 0 && lws_hdr_custom_length(wsi, spaced, nlen) >= 0) {
-				bad = framing_names[i];
-				break;
-			}
-		}
+	for (size_t i = 0; i < n_spaced_names && bad == NULL; i++)
+		if (lws_hdr_custom_length(wsi, spaced_names[i].spaced, spaced_names[i].len) >= 0)
+			bad = spaced_names[i].name;
 	if (bad == NULL && hosts > 1)
 		bad = "host";
 	if (bad == NULL && hosts == 0 &&
@@ -665,20 +842,18 @@ static bool body_misdelivered(const gw_req *r, const char *in, size_t len)
  * made it invalid. */
 static bool token_accepted(gw_req *r)
 {
+	/* hbuf holds any field value lws stores (GW_LWS_HEADER_SPACE). */
 	int n = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
-	char *value = NULL;
+	char *value = n > 0 ? r->srv->hbuf : NULL;
 	gw_jwt_result res;
 
-	if (n > 0 && (value = malloc((size_t)n + 1)) == NULL) {
-		answer_kind(r, GW_P_INTERNAL, NULL);
-		return false;
-	}
-	if (value != NULL && lws_hdr_copy(r->wsi, value, n + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+	if (value != NULL && (n >= (int)sizeof(r->srv->hbuf) ||
+			      lws_hdr_copy(r->wsi, value, (int)sizeof(r->srv->hbuf),
+					   WSI_TOKEN_HTTP_AUTHORIZATION) < 0))
 		res = GW_JWT_MALFORMED;
 	else
 		res = gw_jwt_verify_cached(r->srv->tokens, &r->srv->cfg.jwt, value,
 					   shop_now_unix_ms() / 1000, &r->caller_user_id);
-	free(value);
 	if (res == GW_JWT_OK)
 		return true;
 	SHOP_LOG_T(INFO, r->trace.trace_id, "token refused: %s", gw_jwt_result_str(res));
@@ -700,29 +875,36 @@ static bool token_accepted(gw_req *r)
  * never by the raw path. */
 static void span_begin(gw_req *r)
 {
+	gw_pss *pss = lws_container_of(r, gw_pss, slot);
 	char name[96];
 
 	if (!r->trace.sampled || !shop_trace_recording())
 		return;
+	/* The span (over 2 KiB) exists only on connections that carry a
+	 * traced request, and only once on each. */
+	if (pss->span == NULL && (pss->span = malloc(sizeof(*pss->span))) == NULL)
+		return; /* out of memory: this request goes untraced */
 	snprintf(name, sizeof(name), "%s %s", r->method, r->route->pattern);
-	shop_span_begin(&r->span, SHOP_SPAN_SERVER, name, r->trace.trace_id, r->trace.span_id,
+	shop_span_begin(pss->span, SHOP_SPAN_SERVER, name, r->trace.trace_id, r->trace.span_id,
 			r->trace.parent_id, r->trace.sampled);
-	shop_span_tag(&r->span, "http.method", "%s", r->method);
-	shop_span_tag(&r->span, "http.route", "%s", r->route->pattern);
+	shop_span_tag(pss->span, "http.method", "%s", r->method);
+	shop_span_tag(pss->span, "http.route", "%s", r->route->pattern);
 	r->span_open = true;
 }
 
 static void span_end(gw_req *r)
 {
+	shop_span *span = lws_container_of(r, gw_pss, slot)->span;
+
 	if (!r->span_open)
 		return;
 	r->span_open = false;
-	shop_span_tag(&r->span, "http.status_code", "%d", r->status);
+	shop_span_tag(span, "http.status_code", "%d", r->status);
 	if (r->status >= 500)
-		shop_span_tag(&r->span, "error", "%d", r->status);
+		shop_span_tag(span, "error", "%d", r->status);
 	if (r->served_by[0] != '\0' && strcmp(r->served_by, r->srv->cfg.instance) != 0)
-		shop_span_tag(&r->span, "served_by", "%s", r->served_by);
-	shop_span_finish(&r->span);
+		shop_span_tag(span, "served_by", "%s", r->served_by);
+	shop_span_finish(span);
 }
 
 /* Returns 0 to keep the connection, -1 to close it. */
@@ -732,10 +914,10 @@ static int on_http(gw_http *srv, struct lws *wsi, gw_pss *pss, const char *uri)
 	gw_req *r;
 	uint64_t a, b, c;
 
-	req_free(pss->req);
-	pss->req = r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return -1;
+	if (!pss->ours)
+		return -1; /* lws's own user space: the bind that makes ours failed */
+	req_end(pss->req);
+	pss->req = r = &pss->slot;
 	r->srv = srv;
 	r->wsi = wsi;
 	r->start_us = shop_now_mono_us();
@@ -827,8 +1009,6 @@ static void refuse_body(gw_req *r, enum gw_problem_kind kind)
 {
 	r->answered_early = true;
 	r->close_after = true;
-	free(r->body);
-	r->body = NULL;
 	r->body_len = 0;
 	disarm_body_limit(r);
 	answer_kind(r, kind, NULL);
@@ -856,11 +1036,18 @@ static void on_body(gw_req *r, const char *in, size_t len)
 		refuse_body(r, GW_P_PAYLOAD_TOO_LARGE);
 		return;
 	}
-	if ((nb = realloc(r->body, r->body_len + len + 1)) == NULL) {
-		refuse_body(r, GW_P_INTERNAL);
-		return;
+	if (r->body_len + len + 1 > r->body_cap) {
+		size_t cap = r->body_cap > 0 ? r->body_cap : 1024;
+
+		while (cap < r->body_len + len + 1)
+			cap *= 2;
+		if ((nb = realloc(r->body, cap)) == NULL) {
+			refuse_body(r, GW_P_INTERNAL);
+			return;
+		}
+		r->body = nb;
+		r->body_cap = cap;
 	}
-	r->body = nb;
 	if (!r->chunked) {
 		memcpy(r->body + r->body_len, in, len);
 		r->body_len += len;
@@ -882,14 +1069,27 @@ static void on_body(gw_req *r, const char *in, size_t len)
 
 /* ---- writing ----------------------------------------------------------------- */
 
+static void alog_flush_cb(lws_sorted_usec_list_t *sul)
+{
+	gw_http *srv = lws_container_of(sul, gw_http, alog_sul);
+
+	gw_access_log_flush(srv->alog);
+}
+
 static void log_and_count(gw_req *r)
 {
-	span_end(r);
+	gw_http *srv = r->srv;
 	double secs = (double)(shop_now_mono_us() - r->start_us) / 1e6;
 
-	gw_metrics_count(r->srv->metrics, r->route_label, r->method, r->status, secs);
-	SHOP_LOG_T(INFO, r->trace.trace_id, "http %s %s status=%d ms=%.1f served_by=%s", r->method,
-		   r->route_label, r->status, secs * 1000, r->served_by);
+	span_end(r);
+	gw_metrics_count(srv->metrics, r->route_label, r->method, r->status, secs);
+	/* Buffered (access_log.h): a 5xx goes out at once with the lines
+	 * before it; the others within access_log_flush_ms. */
+	if (gw_access_log_add(srv->alog, r->status >= 500, r->trace.trace_id,
+			      "http %s %s status=%d ms=%.1f served_by=%s", r->method,
+			      r->route_label, r->status, secs * 1000, r->served_by))
+		lws_sul_schedule(srv->ctx, 0, &srv->alog_sul, alog_flush_cb,
+				 (lws_usec_t)srv->cfg.access_log_flush_ms * LWS_US_PER_MS);
 }
 
 static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
@@ -919,14 +1119,14 @@ static bool no_content(const gw_req *r)
 	return strcmp(r->method, "HEAD") == 0;
 }
 
-/* Writes the status line and headers (srv->wbuf); state → REQ_WRITING.
- * Returns 0 or -1. */
-static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char **pp)
+/* Builds the status line and headers at the start of srv->wbuf (after
+ * LWS_PRE); *pp: their end. Returns 0 or -1. */
+static int build_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char **pp)
 {
-	unsigned char *start = srv->wbuf + LWS_PRE, *end = srv->wbuf + sizeof(srv->wbuf);
+	unsigned char *end = srv->wbuf + sizeof(srv->wbuf);
 	char ra[16] = "";
 
-	*pp = start;
+	*pp = srv->wbuf + LWS_PRE;
 	if (r->retry_after > 0)
 		snprintf(ra, sizeof(ra), "%d", r->retry_after);
 	if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->content_type, r->out_len,
@@ -939,9 +1139,46 @@ static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char
 	    add_header(wsi, "retry-after:", ra, pp, end) ||
 	    add_header(wsi, "www-authenticate:", r->www_authenticate, pp, end) ||
 	    (r->close_after && add_header(wsi, "connection:", "close", pp, end)) ||
-	    lws_finalize_write_http_header(wsi, start, pp, end))
+	    lws_finalize_http_header(wsi, pp, end))
 		return -1;
-	r->state = REQ_WRITING;
+	return 0;
+}
+
+/* Writes the next part of r's answer in one lws_write: at REQ_READY the
+ * status line, the headers and as much of the body as fits after them in
+ * srv->wbuf (the whole answer, for every answer of the API's size), then
+ * GW_WRITE_CHUNK of body at a time. On HTTP/1 lws 4.1.6 sends what it is
+ * given as it is (rops_write_role_protocol_h1 → lws_issue_raw: no framing
+ * of its own, no use of the write type), and keeps what the socket does
+ * not take for the next POLLOUT, so headers and body may share a write.
+ * *final: the answer is all written. Returns 0 or -1. */
+static int write_part(gw_http *srv, struct lws *wsi, gw_req *r, bool *final)
+{
+	unsigned char *start = srv->wbuf + LWS_PRE, *p = start,
+		      *end = srv->wbuf + sizeof(srv->wbuf);
+	size_t n;
+
+	if (r->state == REQ_READY) {
+		if (build_headers(srv, wsi, r, &p) != 0)
+			return -1;
+		if (no_content(r))
+			r->out_off = r->out_len; /* the length is said, nothing is sent */
+		r->state = REQ_WRITING;
+	}
+	n = r->out_len - r->out_off;
+	if (n > (size_t)(end - p))
+		n = (size_t)(end - p);
+	if (n > GW_WRITE_CHUNK)
+		n = GW_WRITE_CHUNK;
+	if (n > 0)
+		memcpy(p, r->out + r->out_off, n);
+	r->out_off += n;
+	p += n;
+	*final = r->out_off == r->out_len;
+	if (p > start &&
+	    lws_write(wsi, start, (size_t)(p - start),
+		      *final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)(p - start))
+		return -1;
 	return 0;
 }
 
@@ -949,46 +1186,23 @@ static int write_headers(gw_http *srv, struct lws *wsi, gw_req *r, unsigned char
 static int on_writeable(gw_http *srv, struct lws *wsi, gw_pss *pss)
 {
 	gw_req *r = pss->req;
-	unsigned char *start = srv->wbuf + LWS_PRE, *p = start;
-	size_t n;
-	int final;
+	bool final, close_after;
 
 	if (r == NULL || (r->state != REQ_READY && r->state != REQ_WRITING))
 		return 0;
-	if (r->state == REQ_READY) {
-		if (write_headers(srv, wsi, r, &p) != 0)
-			return -1;
-		if (no_content(r))
-			r->out_off = r->out_len; /* the length is said, nothing is sent */
-		else if (r->out_len > 0) {
-			lws_callback_on_writable(wsi);
-			return 0;
-		}
-	}
-	n = r->out_len - r->out_off;
-	if (n > GW_WRITE_CHUNK)
-		n = GW_WRITE_CHUNK;
-	final = r->out_off + n == r->out_len;
-	if (n > 0) {
-		memcpy(start, r->out + r->out_off, n);
-		if (lws_write(wsi, start, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) <
-		    (int)n)
-			return -1;
-		r->out_off += n;
-	}
+	if (write_part(srv, wsi, r, &final) != 0)
+		return -1;
 	if (!final) {
 		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, srv->cfg.idle_timeout_s);
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
+	close_after = r->close_after;
 	log_and_count(r);
-	if (r->close_after) {
-		req_free(r);
-		pss->req = NULL;
-		return -1;
-	}
-	req_free(r);
+	req_end(r);
 	pss->req = NULL;
+	if (close_after)
+		return -1;
 	/* Keep-alive: the connection is ready for the next (pipelined) request. */
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -999,26 +1213,15 @@ static int on_writeable(gw_http *srv, struct lws *wsi, gw_pss *pss)
 static int write_now(gw_http *srv, struct lws *wsi, gw_pss *pss)
 {
 	gw_req *r = pss->req;
-	unsigned char *buf = malloc(LWS_PRE + r->out_len + 1);
+	bool final = false;
 
 	r->close_after = true;
 	r->out_off = 0;
-	if (buf != NULL) {
-		unsigned char *p;
-
-		if (write_headers(srv, wsi, r, &p) != 0) {
-			/* nothing was written; lws closes */
-		} else if (r->out_len > 0 && !no_content(r)) {
-			memcpy(buf + LWS_PRE, r->out, r->out_len);
-			if (lws_write(wsi, buf + LWS_PRE, r->out_len, LWS_WRITE_HTTP_FINAL) ==
-			    (int)r->out_len)
-				log_and_count(r);
-		} else {
-			log_and_count(r);
-		}
-		free(buf);
-	}
-	req_free(r);
+	while (!final && write_part(srv, wsi, r, &final) == 0)
+		;
+	if (final)
+		log_and_count(r);
+	req_end(r);
 	pss->req = NULL;
 	return -1;
 }
@@ -1110,13 +1313,31 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		if (srv != NULL && srv->bridge != NULL)
 			gw_bridge_drain(srv->bridge);
 		return 0;
+	case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
+		/* The first bind of a connection: our own per-connection
+		 * state replaces lws's user space (gw_pss). */
+		if (pss != NULL && !pss->ours) {
+			gw_pss *own = calloc(1, sizeof(*own));
+
+			if (own == NULL)
+				return -1;
+			own->ours = true;
+			lws_set_wsi_user(wsi, own); /* frees lws's: pss is gone */
+		}
+		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		/* The client went away (or the transaction ended): a pending
 		 * upstream answer is abandoned to the bridge. */
-		if (pss != NULL) {
-			req_free(pss->req);
+		if (pss != NULL && pss->ours) {
+			req_end(pss->req);
 			pss->req = NULL;
+		}
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (pss != NULL && pss->ours) {
+			lws_set_wsi_user(wsi, NULL);
+			conn_free(pss);
 		}
 		return 0;
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -1162,7 +1383,12 @@ int gw_http_create(gw_http **out, const gw_http_config *cfg, shop_registry_view 
 	/* 4096 tokens: about as many clients, at ~300 bytes each when full. */
 	if ((h->tokens = gw_jwt_cache_new(4096)) == NULL)
 		goto fail;
+	if ((h->alog = gw_access_log_create(cfg->access_log_flush_ms > 0 ? GW_ACCESS_LOG_BUFFER
+									 : 0)) == NULL ||
+	    route_fields_init(h) != 0)
+		goto fail;
 	rng_seed();
+	field_tables_init();
 	h->protocols[0] = (struct lws_protocols){
 	    .name = "http",
 	    .callback = callback,
@@ -1220,10 +1446,14 @@ void gw_http_destroy(gw_http *h)
 		return;
 	/* Closing the connections abandons their jobs to the bridge, which
 	 * then frees what is still queued. */
-	if (h->ctx != NULL)
+	if (h->ctx != NULL) {
+		lws_sul_cancel(&h->alog_sul);
 		lws_context_destroy(h->ctx);
+	}
 	gw_bridge_destroy(h->bridge);
 	gw_jwt_cache_free(h->tokens);
+	gw_access_log_destroy(h->alog); /* writes what is buffered */
 	gw_metrics_destroy(h->metrics);
+	free(h->fields);
 	free(h);
 }

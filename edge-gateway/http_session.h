@@ -21,6 +21,7 @@ typedef struct gw_http_config {
 	int64_t rpc_timeout_ms;      /* upstream deadline per request */
 	int idle_timeout_s;          /* keep-alive idle; a stalled answer write */
 	int request_timeout_s;       /* the header block, then the body, each */
+	int access_log_flush_ms;     /* access lines buffered this long at most; 0: unbuffered */
 	const char *const *required; /* services /readyz needs an instance of */
 	size_t n_required;
 	shop_health *health; /* /healthz and /readyz (borrowed) */

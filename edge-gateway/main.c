@@ -21,6 +21,9 @@
  *   SHOP_ZIPKIN_URL                 Zipkin v2 collector, e.g.
  *                                   http://127.0.0.1:9411/api/v2/spans (unset:
  *                                   no spans are recorded)
+ *   SHOP_GATEWAY_ACCESS_LOG_FLUSH_MS  access lines (one per answer) are buffered and
+ *                                   written at most this long after (100); a 5xx
+ *                                   line at once; 0: each line at once
  *   SHOP_LOG_LEVEL                  debug, info, warn, error (info)
  *   SHOP_INSTANCE                   this gateway's name ("gateway") */
 #include <pthread.h>
@@ -109,6 +112,8 @@ int main(void)
 	cfg.idle_timeout_s = (int)shop_env_int(&env, "SHOP_GATEWAY_IDLE_TIMEOUT_S", 10, 1, 3600);
 	cfg.request_timeout_s =
 	    (int)shop_env_int(&env, "SHOP_GATEWAY_REQUEST_TIMEOUT_S", 10, 1, 3600);
+	cfg.access_log_flush_ms =
+	    (int)shop_env_int(&env, "SHOP_GATEWAY_ACCESS_LOG_FLUSH_MS", 100, 0, 10000);
 	level = shop_env_log_level(&env);
 	cfg.instance = shop_env_str(&env, "SHOP_INSTANCE", "gateway", true);
 	required_s = shop_env_str(&env, "SHOP_GATEWAY_REQUIRED_SERVICES", "product", false);

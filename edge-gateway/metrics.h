@@ -1,6 +1,6 @@
 /* metrics.h -- the gateway's request counters, by route template, method
- * and status, in Prometheus text format (lib/metrics.h underneath: safe
- * from any thread, no lock on a count). */
+ * and status, in Prometheus text format (lib/metrics.h underneath: no lock
+ * on a count). */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
 
@@ -12,7 +12,9 @@ int gw_metrics_create(gw_metrics **out);
 void gw_metrics_destroy(gw_metrics *m); /* accepts NULL */
 
 /* route is a template ("/orders/{id}") or "unmatched", method one of the
- * few the gateway knows: each combination is a series, so never a raw path. */
+ * few the gateway knows: each combination is a series, so never a raw path.
+ * Both must be static strings (their addresses key a cache of series
+ * handles), and one thread only calls this (the lws service thread). */
 void gw_metrics_count(gw_metrics *m, const char *route, const char *method, int status,
 		      double seconds);
 

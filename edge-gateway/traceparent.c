@@ -35,6 +35,16 @@ static bool valid(const char *s)
 	return lowerhex(s + 3, 32) && lowerhex(s + 36, 16) && lowerhex(s + 53, 2);
 }
 
+/* 16 lower-case hex digits of v into out (no NUL): what snprintf's
+ * "%016" PRIx64 writes, without parsing a format per id. */
+static void hex16(char *out, uint64_t v)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = 15; i >= 0; i--, v >>= 4)
+		out[i] = digits[v & 0xf];
+}
+
 void gw_trace_init(gw_trace *t, const char *incoming, uint64_t rnd_hi, uint64_t rnd_lo,
 		   uint64_t span)
 {
@@ -52,12 +62,20 @@ void gw_trace_init(gw_trace *t, const char *incoming, uint64_t rnd_hi, uint64_t 
 	} else {
 		if (rnd_hi == 0 && rnd_lo == 0)
 			rnd_lo = 1;
-		snprintf(t->trace_id, sizeof(t->trace_id), "%016" PRIx64 "%016" PRIx64, rnd_hi,
-			 rnd_lo);
+		hex16(t->trace_id, rnd_hi);
+		hex16(t->trace_id + 16, rnd_lo);
+		t->trace_id[32] = '\0';
 	}
-	snprintf(t->span_id, sizeof(t->span_id), "%016" PRIx64, span);
+	hex16(t->span_id, span);
+	t->span_id[16] = '\0';
 	t->sampled = (strtoul(flags, NULL, 16) & 1) != 0;
-	/* We speak version 00, whatever version came in. */
-	snprintf(t->traceparent, sizeof(t->traceparent), "00-%s-%016" PRIx64 "-%s", t->trace_id,
-		 span, flags);
+	/* We speak version 00, whatever version came in:
+	 * "00-" trace_id "-" span_id "-" flags. */
+	memcpy(t->traceparent, "00-", 3);
+	memcpy(t->traceparent + 3, t->trace_id, 32);
+	t->traceparent[35] = '-';
+	memcpy(t->traceparent + 36, t->span_id, 16);
+	t->traceparent[52] = '-';
+	memcpy(t->traceparent + 53, flags, 2);
+	t->traceparent[55] = '\0';
 }

@@ -965,11 +965,28 @@ static void jb_message(shop_buf *b, const ProtobufCMessage *msg)
 		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
 		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
 			continue;
-		if (!first)
-			shop_buf_put(b, ",", 1);
+		/* The separator and the key in one append: a proto field name
+		 * is an identifier (letters, digits, '_'), which JSON needs no
+		 * escape for. */
+		size_t len = strlen(f->name), n = 0;
+		char key[80];
+
+		if (len + 4 <= sizeof(key)) {
+			if (!first)
+				key[n++] = ',';
+			key[n++] = '"';
+			memcpy(key + n, f->name, len);
+			n += len;
+			key[n++] = '"';
+			key[n++] = ':';
+			shop_buf_put(b, key, n);
+		} else {
+			if (!first)
+				shop_buf_put(b, ",", 1);
+			jb_str(b, f->name);
+			shop_buf_put(b, ":", 1);
+		}
 		first = false;
-		jb_str(b, f->name);
-		shop_buf_put(b, ":", 1);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
 			const char *arr = *(char *const *)(base + f->offset);
@@ -997,11 +1014,22 @@ char *gw_message_to_json_text(const ProtobufCMessage *msg)
 	return shop_buf_take(&b);
 }
 
-static const ProtobufCFieldDescriptor *singular(const ProtobufCMessage *msg, const char *field,
-						ProtobufCType type)
+int gw_message_to_json_buf(const ProtobufCMessage *msg, shop_buf *b)
+{
+	b->len = 0;
+	b->oom = false;
+	if (b->p != NULL)
+		b->p[0] = '\0';
+	jb_message(b, msg);
+	return b->oom || b->p == NULL ? -1 : 0;
+}
+
+const ProtobufCFieldDescriptor *gw_message_field(const ProtobufCMessageDescriptor *d,
+						 const char *field, ProtobufCType type)
 {
 	const ProtobufCFieldDescriptor *f =
-	    protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, field);
+	    d != NULL && field != NULL ? protobuf_c_message_descriptor_get_field_by_name(d, field)
+				       : NULL;
 
 	if (f == NULL || f->type != type || f->label == PROTOBUF_C_LABEL_REPEATED ||
 	    (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
@@ -1009,11 +1037,9 @@ static const ProtobufCFieldDescriptor *singular(const ProtobufCMessage *msg, con
 	return f;
 }
 
-int gw_message_set_int64(ProtobufCMessage *msg, const char *field, int64_t v)
+int gw_message_set_int64_at(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, int64_t v)
 {
-	const ProtobufCFieldDescriptor *f = singular(msg, field, PROTOBUF_C_TYPE_INT64);
-
-	if (f == NULL)
+	if (f == NULL || f->type != PROTOBUF_C_TYPE_INT64)
 		return -1;
 	*(int64_t *)((char *)msg + f->offset) = v;
 	if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset != 0)
@@ -1021,12 +1047,12 @@ int gw_message_set_int64(ProtobufCMessage *msg, const char *field, int64_t v)
 	return 0;
 }
 
-int gw_message_set_string(ProtobufCMessage *msg, const char *field, const char *v)
+int gw_message_set_string_at(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+			     const char *v)
 {
-	const ProtobufCFieldDescriptor *f = singular(msg, field, PROTOBUF_C_TYPE_STRING);
 	char **slot, *s;
 
-	if (f == NULL || (s = strdup(v)) == NULL)
+	if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || (s = strdup(v)) == NULL)
 		return -1;
 	slot = (char **)((char *)msg + f->offset);
 	if (*slot != NULL && *slot != (const char *)f->default_value)
@@ -1035,12 +1061,29 @@ int gw_message_set_string(ProtobufCMessage *msg, const char *field, const char *
 	return 0;
 }
 
-int gw_message_get_int64(const ProtobufCMessage *msg, const char *field, int64_t *v)
+int gw_message_get_int64_at(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+			    int64_t *v)
 {
-	const ProtobufCFieldDescriptor *f = singular(msg, field, PROTOBUF_C_TYPE_INT64);
-
-	if (f == NULL)
+	if (f == NULL || f->type != PROTOBUF_C_TYPE_INT64)
 		return -1;
 	*v = *(const int64_t *)((const char *)msg + f->offset);
 	return 0;
+}
+
+int gw_message_set_int64(ProtobufCMessage *msg, const char *field, int64_t v)
+{
+	return gw_message_set_int64_at(
+	    msg, gw_message_field(msg->descriptor, field, PROTOBUF_C_TYPE_INT64), v);
+}
+
+int gw_message_set_string(ProtobufCMessage *msg, const char *field, const char *v)
+{
+	return gw_message_set_string_at(
+	    msg, gw_message_field(msg->descriptor, field, PROTOBUF_C_TYPE_STRING), v);
+}
+
+int gw_message_get_int64(const ProtobufCMessage *msg, const char *field, int64_t *v)
+{
+	return gw_message_get_int64_at(
+	    msg, gw_message_field(msg->descriptor, field, PROTOBUF_C_TYPE_INT64), v);
 }

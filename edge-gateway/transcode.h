@@ -15,6 +15,8 @@
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "strbuf.h"
+
 /* Why a request body was refused; every kind is a 400 invalid_argument. */
 enum gw_tc_err {
 	GW_TC_OK = 0,
@@ -62,6 +64,23 @@ cJSON *gw_message_to_json(const ProtobufCMessage *msg);
 /* gw_message_to_json printed without spaces; caller frees with free().
  * NULL when out of memory. */
 char *gw_message_to_json_text(const ProtobufCMessage *msg);
+
+/* gw_message_to_json_text into b, emptied first and reused (its capacity
+ * kept: a per-connection buffer). 0, or -1 when out of memory. */
+int gw_message_to_json_buf(const ProtobufCMessage *msg, shop_buf *b);
+
+/* The singular (not repeated, not oneof) field of d named field, of type
+ * type; NULL when there is none. Looked up once (per route at start-up),
+ * then used by the _at functions below on every request. */
+const ProtobufCFieldDescriptor *gw_message_field(const ProtobufCMessageDescriptor *d,
+						 const char *field, ProtobufCType type);
+/* Set / read the field f (from gw_message_field, of msg's type) of msg;
+ * 0, or -1 when f is NULL or not of that type (strings are copied). */
+int gw_message_set_int64_at(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, int64_t v);
+int gw_message_set_string_at(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+			     const char *v);
+int gw_message_get_int64_at(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+			    int64_t *v);
 
 /* Sets a singular int64/string field by name (path ids, client address).
  * Returns 0, or -1 when the message has no such field of that type. */

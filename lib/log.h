@@ -6,6 +6,9 @@
 #ifndef SHOP_LOG_H
 #define SHOP_LOG_H
 
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 typedef enum { SHOP_LOG_DEBUG, SHOP_LOG_INFO, SHOP_LOG_WARN, SHOP_LOG_ERROR } shop_log_level;
@@ -25,6 +28,22 @@ void shop_log_write(shop_log_level lvl, const char *trace_id, const char *fmt, .
  * so that every line of the call — the handler's, the database's, the
  * cache's — names its trace. */
 void shop_log_set_trace(const char *trace_id);
+
+/* The longest line shop_log_write writes (longer ones are cut, still JSON). */
+#define SHOP_LOG_LINE_MAX 4400
+
+/* True when lines of lvl are written (SHOP_LOG_LEVEL). */
+bool shop_log_enabled(shop_log_level lvl);
+
+/* Formats the line shop_log_write would write (newline included, not
+ * NUL-counted) into line; returns its length, 0 when cap < 8. For a caller
+ * that buffers lines and writes them with shop_log_emit. */
+size_t shop_log_vformat(char *line, size_t cap, shop_log_level lvl, const char *trace_id,
+			const char *fmt, va_list ap);
+
+/* Writes len bytes of whole lines where shop_log_write writes them, in as
+ * few writes as the stream takes. */
+void shop_log_emit(const char *buf, size_t len);
 
 #define SHOP_LOG(lvl, ...)          shop_log_write(SHOP_LOG_##lvl, NULL, __VA_ARGS__)
 #define SHOP_LOG_T(lvl, trace, ...) shop_log_write(SHOP_LOG_##lvl, (trace), __VA_ARGS__)

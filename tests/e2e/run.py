@@ -26,6 +26,7 @@ import test_crash  # noqa: E402
 import test_dashboard  # noqa: E402
 import test_errors  # noqa: E402
 import test_faults  # noqa: E402
+import test_gateway_io  # noqa: E402
 import test_hardening  # noqa: E402
 import test_hostile  # noqa: E402
 import test_http_limits  # noqa: E402
@@ -55,6 +56,7 @@ CASES = (
     + test_errors.CASES
     + test_hardening.CASES
     + test_http_limits.CASES
+    + test_gateway_io.CASES
     + test_hostile.CASES
     + test_storms.CASES
     + test_adverts.CASES

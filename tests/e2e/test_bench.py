@@ -22,9 +22,27 @@ def test_bench_smoke_prints_the_table():
                 "POST /auth/sign-in", "GET /products, alone", "GET /products, 64 signing in",
                 "pgbench -N", "resident memory (RSS):", "together (PSS",
                 "services alone over nng", "GetOrder (cache hit)", "ListProducts page_size=10",
-                "unknown method (nng + dispatch)", "Argon2id verifies/s", "./shop up to ready"):
+                "unknown method (nng + dispatch)", "echo c/s", "Argon2id verifies/s", "./shop up to ready"):
         check(row in out, "no %r row in:\n%s" % (row, out[-1500:]))
     check(" failed: " not in out, "a direct RPC row failed:\n%s" % out[-1500:])
+    # The services-alone rows: each with the echo reference of its round
+    # (bench/nngecho) and its ratio to it.
+    for row in ("GetOrder (cache hit)", "ListProducts page_size=10",
+                "unknown method (nng + dispatch)"):
+        m = re.search(r"^  %s +(\d+) +\S+ +\S+ +(\d+) +(\d+) +([\d.]+)x" % re.escape(row), out, re.M)
+        check(m and int(m.group(1)) > 0 and int(m.group(3)) > 0,
+              "services-alone row %r with its echo reference: %s" % (row, out[-2500:]))
+    # CPU and context switches per request of each process during each row:
+    # the gateway and the order service did work on the cached GET, the
+    # echo server on its own row.
+    check("CPU µs / context switches per request" in out, "no CPU table:\n%s" % out[-2500:])
+    m = re.search(r"^  GET /orders/\{id\} \(cache hit\) +(.*)$", out, re.M)
+    cells = m.group(1).split() if m else []
+    check(len(cells) == 7 and all(re.match(r"^(\d+/\d+\.\d|-)$", c) for c in cells) and
+          float(cells[5].split("/")[0]) > 0 and float(cells[4].split("/")[0]) > 0,
+          "CPU row of the cached GET: %r" % (m.group(0) if m else out[-2500:]))
+    m = re.search(r"^    nngecho \(reference\) +.* (\d+)/(\d+\.\d)$", out, re.M)
+    check(m is not None, "no CPU row of the echo reference:\n%s" % out[-2500:])
     # The fallback rows: every answer was the order service's own fallback
     # (the errors column counts any other), and the gateway's breaker on the
     # order service stayed closed.
