@@ -272,30 +272,10 @@ static void test_keeper_in_child(void)
 	in_child(test_the_keeper_reopens_a_deaf_listener);
 }
 
-int main(void)
-{
-	static const shop_test tests[] = {
-	    {"a bare listener goes deaf after reset handshakes", test_bare_in_child},
-	    {"the keeper re-opens a deaf listener", test_keeper_in_child},
-	    {"probes of a healthy listener are invisible",
-	     test_probes_of_a_healthy_listener_are_invisible},
-	    {"probes of a healthy ipc listener are invisible",
-	     test_probes_of_a_healthy_ipc_listener_are_invisible},
-	};
-	CU_pSuite s;
-	unsigned failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
-	shop_test_hang_guard_start();
-	s = CU_add_suite("listen_keeper", NULL, NULL);
-	for (size_t i = 0; s != NULL && i < sizeof(tests) / sizeof(tests[0]); i++)
-		CU_add_test(s, tests[i].name, tests[i].fn);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	shop_test_hang_guard_stop();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
-		 CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed == 0 ? 0 : 1;
-}
+SHOP_TEST_MAIN("listen_keeper",
+	       {"a bare listener goes deaf after reset handshakes", test_bare_in_child},
+	       {"the keeper re-opens a deaf listener", test_keeper_in_child},
+	       {"probes of a healthy listener are invisible",
+		test_probes_of_a_healthy_listener_are_invisible},
+	       {"probes of a healthy ipc listener are invisible",
+		test_probes_of_a_healthy_ipc_listener_are_invisible})
