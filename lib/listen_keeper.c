@@ -47,7 +47,7 @@ struct shop_listen_keeper {
 	pthread_cond_t cv; /* CLOCK_MONOTONIC; a probe seen, or the stop */
 	nng_listener l;    /* mtx; id 0 while re-listening failed */
 	bool listening;
-	bool stopping;
+	bool stopping; /* mtx for writes; read atomically by the waits on sockets */
 	bool thread_started;
 	pthread_t thr;
 	probe_state probe;
@@ -173,6 +173,23 @@ static int probe_target(shop_listen_keeper *k, struct sockaddr_storage *to, sock
 	}
 }
 
+/* shop_wait_fd in slices of 50 ms, given up when the keeper stops: a
+ * stop never waits out a probe's second. 0 when ready. */
+static int keeper_wait_fd(shop_listen_keeper *k, int fd, short events, int64_t deadline_us)
+{
+	for (;;) {
+		int64_t slice = shop_now_mono_us() + 50000;
+		bool last = slice >= deadline_us;
+
+		if (__atomic_load_n(&k->stopping, __ATOMIC_ACQUIRE))
+			return -1;
+		if (shop_wait_fd(fd, events, last ? deadline_us : slice) == 0)
+			return 0;
+		if (last)
+			return -1;
+	}
+}
+
 /* One probe: true when its pipe reached the socket in time. A probe that
  * cannot even connect says nothing about the accept loop (the kernel's
  * backlog is full, or no memory): it counts as seen. */
@@ -192,7 +209,7 @@ static bool probe_once(shop_listen_keeper *k)
 	if ((fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
 		return true;
 	if (connect(fd, (struct sockaddr *)&to, len) != 0 &&
-	    (errno != EINPROGRESS || shop_wait_fd(fd, POLLOUT, deadline_us) != 0 ||
+	    (errno != EINPROGRESS || keeper_wait_fd(k, fd, POLLOUT, deadline_us) != 0 ||
 	     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &(socklen_t){sizeof(err)}) != 0 ||
 	     err != 0))
 		goto out;
@@ -220,7 +237,7 @@ static bool probe_once(shop_listen_keeper *k)
 	/* The listener's own header is read before the close, so that the
 	 * close is a FIN, not a reset (a reset during a handshake is what
 	 * kills the accept loop in the first place). */
-	if (shop_wait_fd(fd, POLLIN, shop_now_mono_us() + 100000) == 0)
+	if (keeper_wait_fd(k, fd, POLLIN, shop_now_mono_us() + 100000) == 0)
 		while (recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0)
 			;
 	goto out;
@@ -244,7 +261,8 @@ static int keeper_listen(shop_listen_keeper *k)
 	int rv = 0;
 
 	for (int i = 0; i < LISTEN_RETRIES; i++) {
-		if ((rv = nng_listen(k->sock, k->url, &l, 0)) != NNG_EADDRINUSE)
+		if ((rv = nng_listen(k->sock, k->url, &l, 0)) != NNG_EADDRINUSE ||
+		    __atomic_load_n(&k->stopping, __ATOMIC_ACQUIRE))
 			break;
 		nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
 	}
@@ -378,7 +396,7 @@ void shop_listen_keeper_stop(shop_listen_keeper *k)
 	if (k == NULL)
 		return;
 	pthread_mutex_lock(&k->mtx);
-	k->stopping = true;
+	__atomic_store_n(&k->stopping, true, __ATOMIC_RELEASE);
 	join = k->thread_started;
 	k->thread_started = false;
 	pthread_cond_broadcast(&k->cv);
