@@ -115,9 +115,11 @@ static inline void shop_test_hang_guard_stop(void)
 	shop_hang_guard.started = false;
 }
 
-/* Runs the tests as one suite; returns the process exit status (0 when
- * every assertion held). */
-static inline int shop_test_run(const char *suite, const shop_test *tests, size_t n)
+/* Runs the tests as one suite with its init and fini (NULL: none);
+ * returns the process exit status (0 when every assertion held and the
+ * suite's init and fini succeeded). */
+static inline int shop_test_run_suite(const char *suite, int (*init)(void), int (*fini)(void),
+				      const shop_test *tests, size_t n)
 {
 	CU_pSuite s;
 	unsigned fails;
@@ -125,15 +127,22 @@ static inline int shop_test_run(const char *suite, const shop_test *tests, size_
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
 	shop_test_hang_guard_start();
-	s = CU_add_suite(suite, NULL, NULL);
-	for (size_t i = 0; i < n; i++)
+	s = CU_add_suite(suite, init, fini);
+	for (size_t i = 0; s != NULL && i < n; i++)
 		CU_add_test(s, tests[i].name, tests[i].fn);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	shop_test_hang_guard_stop();
-	fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
+		CU_get_number_of_suites_failed();
 	CU_cleanup_registry();
 	return fails == 0 ? 0 : 1;
+}
+
+/* The same, without init or fini. */
+static inline int shop_test_run(const char *suite, const shop_test *tests, size_t n)
+{
+	return shop_test_run_suite(suite, NULL, NULL, tests, n);
 }
 
 #define SHOP_TEST_MAIN(suite, ...)                                                                 \

@@ -269,25 +269,11 @@ int main(void)
 	    {"no heal without a fault, even for a long park",
 	     test_no_heal_without_a_fault_even_for_a_long_park},
 	};
-	CU_pSuite s;
-	unsigned failed;
-
 	if ((registry_bin = getenv("SHOP_REGISTRY_FAULTS_BIN")) == NULL) {
 		fprintf(stderr, "SHOP_REGISTRY_FAULTS_BIN must name registry-faults\n");
 		return 1;
 	}
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
 	shop_test_hang_hook = kill_registry_on_hang;
-	shop_test_hang_guard_start();
-	s = CU_add_suite("registry_heal", NULL, NULL);
-	for (size_t i = 0; s != NULL && i < sizeof(tests) / sizeof(tests[0]); i++)
-		CU_add_test(s, tests[i].name, tests[i].fn);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	shop_test_hang_guard_stop();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
-		 CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed == 0 ? 0 : 1;
+	return shop_test_run_suite("registry_heal", NULL, NULL, tests,
+				   sizeof(tests) / sizeof(tests[0]));
 }

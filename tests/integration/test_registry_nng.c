@@ -953,10 +953,7 @@ static int advertise_forever(const char *url, const char *name)
 
 int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		CU_TestFunc fn;
-	} tests[] = {
+	static const shop_test tests[] = {
 	    {"view learns of a join within one survey",
 	     test_view_learns_of_a_join_within_one_survey},
 	    {"unhealthy advert reaches the view within one survey",
@@ -990,27 +987,13 @@ int main(int argc, char **argv)
 	    {"view leaves out instances outside the safe form",
 	     test_view_leaves_out_instances_outside_the_safe_form},
 	};
-	CU_pSuite s;
-	unsigned failed;
-
 	if (argc == 4 && strcmp(argv[1], "--advertise") == 0)
 		return advertise_forever(argv[2], argv[3]);
 	if ((registry_bin = getenv("SHOP_REGISTRY_BIN")) == NULL) {
 		fprintf(stderr, "SHOP_REGISTRY_BIN must name the registry executable\n");
 		return 1;
 	}
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
 	shop_test_hang_hook = kill_registry_on_hang;
-	shop_test_hang_guard_start();
-	s = CU_add_suite("registry_nng", suite_init, suite_fini);
-	for (size_t i = 0; s != NULL && i < sizeof(tests) / sizeof(tests[0]); i++)
-		CU_add_test(s, tests[i].name, tests[i].fn);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	shop_test_hang_guard_stop();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
-		 CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed == 0 ? 0 : 1;
+	return shop_test_run_suite("registry_nng", suite_init, suite_fini, tests,
+				   sizeof(tests) / sizeof(tests[0]));
 }
