@@ -242,6 +242,18 @@ def test_redis_stopped_bypass_then_hit():
     check(seen == "HIT", "never HIT again after SIGCONT (last %r)" % seen)
 
 
+def writes_recover(a, pause, what):
+    """POST /orders of product a until one is 201, for 20 s at most."""
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        status = create([a]).status
+        if status == 201:
+            break
+        time.sleep(pause)
+    check(status == 201, "%s (last %r)" % (what, status))
+
+
 def _pg(action):
     """Stops or starts the test stack's PostgreSQL as its owner."""
     data = os.path.realpath(os.path.join(stack.VAR, "pg", "data"))
@@ -276,14 +288,7 @@ def test_postgres_stopped_then_back():
         check(g.status == 200 and g.header("x-cache") == "HIT", "cached read -> %r" % g)
     finally:
         _pg("start")
-    deadline = time.monotonic() + 20
-    status = None
-    while time.monotonic() < deadline:
-        status = create([a]).status
-        if status == 201:
-            break
-        time.sleep(0.3)
-    check(status == 201, "writes did not recover (last %r)" % status)
+    writes_recover(a, 0.3, "writes did not recover")
 
 
 def test_products_down_503_then_back():
@@ -305,14 +310,7 @@ def test_products_down_503_then_back():
         for name in ("product-a", "product-b"):
             stack.shop("start", name)
     # The breakers wait 5 s before half-open trials.
-    deadline = time.monotonic() + 20
-    status = None
-    while time.monotonic() < deadline:
-        status = create([a]).status
-        if status == 201:
-            break
-        time.sleep(0.5)
-    check(status == 201, "orders did not recover after the products restarted (last %r)" % status)
+    writes_recover(a, 0.5, "orders did not recover after the products restarted")
 
 
 def _gateway_metrics():
@@ -398,14 +396,7 @@ def test_products_down_long_outage_keeps_order_breaker_closed():
         for name in ("product-a", "product-b"):
             stack.shop("start", name)
     test_faults.ensure_both_running()
-    deadline = time.monotonic() + 20
-    status = None
-    while time.monotonic() < deadline:
-        status = create([a]).status
-        if status == 201:
-            break
-        time.sleep(0.5)
-    check(status == 201, "orders did not recover after the products restarted (last %r)" % status)
+    writes_recover(a, 0.5, "orders did not recover after the products restarted")
     return "%d fallbacks, gateway:order closed" % answered
 
 
